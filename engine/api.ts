@@ -1,0 +1,145 @@
+/**
+ * The one surface the gateway, the gRPC services, the replay and the
+ * simulator call. Every method that changes an order or a rider resolves only
+ * after the change is durable, and rejects with a DispatchError (code +
+ * message) when refused. Listeners see changes only after they are durable.
+ */
+import type { RiderDailyStats } from './store/event-store.ts';
+import type { Cell, Fix, LatLng, OrderSpec, OrderStatus, RiderId, RiderStatus } from './types.ts';
+import type { CancelledBy } from './order/events.ts';
+
+export interface OrderView {
+  orderId: string;
+  status: OrderStatus;
+  /** Seq of the last event applied: watchers resume after it. */
+  seq: number;
+  storeId: string;
+  customerId: string;
+  pickup: LatLng;
+  dropoff: LatLng;
+  payment: OrderSpec['payment'];
+  riderId: RiderId | null;
+  offer: { riderId: RiderId; expiresAt: number } | null;
+  createdAt: number;
+  readyAt: number;
+  promisedAt: number | null;
+  assignedAt: number | null;
+  pickedUpAt: number | null;
+  deliveredAt: number | null;
+  cancelledAt: number | null;
+  cancel: { by: CancelledBy; reason: string | null } | null;
+  escalation: { reason: string; at: number } | null;
+  attempts: number;
+  /** Shown to the customer only; never sent to riders. */
+  otp: string;
+}
+
+export interface RiderView {
+  riderId: RiderId;
+  status: RiderStatus;
+  seq: number;
+  capacity: number;
+  orderIds: string[];
+  offer: { orderId: string; storeId: string; pickup: LatLng; dropoff: LatLng; expiresAt: number } | null;
+  position: (LatLng & { ts: number }) | null;
+  shard: number;
+}
+
+/** What one durable change looks like to a watcher. */
+export interface OrderUpdate {
+  orderId: string;
+  seq: number;
+  /** The event that caused it: CREATED, OFFER, ACCEPT, ... */
+  event: string;
+  at: number;
+  order: OrderView;
+}
+
+export interface RiderUpdate {
+  riderId: string;
+  seq: number;
+  event: string;
+  at: number;
+  rider: RiderView;
+}
+
+export interface FixRejection {
+  riderId: string;
+  reason: FixRejectReason;
+}
+
+export type FixRejectReason = 'nan' | 'outOfRange' | 'teleport' | 'unknownRider' | 'offline' | 'future';
+
+export interface IngestResult {
+  accepted: number;
+  /** Older than a fix already seen (timestamp or seq): ignored silently. */
+  stale: number;
+  rejected: FixRejection[];
+}
+
+export interface NearbyRider {
+  riderId: RiderId;
+  status: RiderStatus;
+  position: LatLng;
+  distanceM: number;
+}
+
+export interface EngineCounters {
+  shards: number;
+  ordersLive: number;
+  ridersOnline: number;
+  fixesAccepted: number;
+  fixesStale: number;
+  fixesRejected: Record<string, number>;
+  offersMade: number;
+  matcherRuns: number;
+  handoffs: number;
+  eventsCommitted: number;
+}
+
+export interface RiderOnlineOptions {
+  capacity?: number;
+  position?: LatLng;
+}
+
+export interface Unsubscribe {
+  (): void;
+}
+
+export interface DispatchEngine {
+  createOrder(spec: OrderSpec): Promise<OrderView>;
+  capturePayment(orderId: string, paymentId: string): Promise<OrderView>;
+  failPayment(orderId: string, reason: string): Promise<OrderView>;
+  cancelOrder(orderId: string, by: CancelledBy, reason?: string): Promise<OrderView>;
+  redispatchOrder(orderId: string, reason: string): Promise<OrderView>;
+  getOrder(orderId: string): Promise<OrderView>;
+  /** Every durable change of one order, starting after `afterSeq` (replayed from the log first). */
+  watchOrder(orderId: string, listener: (u: OrderUpdate) => void, afterSeq?: number): Unsubscribe;
+  /** Every durable change of every order (operations, metrics). */
+  watchOrders(listener: (u: OrderUpdate) => void): Unsubscribe;
+
+  riderOnline(riderId: RiderId, options?: RiderOnlineOptions): Promise<RiderView>;
+  riderOffline(riderId: RiderId): Promise<RiderView>;
+  riderBreak(riderId: RiderId, onBreak: boolean): Promise<RiderView>;
+  ingestFixes(fixes: Fix[]): Promise<IngestResult>;
+  acceptOffer(riderId: RiderId, orderId: string): Promise<OrderView>;
+  declineOffer(riderId: RiderId, orderId: string): Promise<OrderView>;
+  arrivedPickup(riderId: RiderId, orderId: string): Promise<OrderView>;
+  pickedUp(riderId: RiderId, orderId: string): Promise<OrderView>;
+  arrivedDropoff(riderId: RiderId, orderId: string): Promise<OrderView>;
+  deliver(riderId: RiderId, orderId: string, proof: { otp?: string; proofRef?: string }): Promise<OrderView>;
+  getRider(riderId: RiderId): Promise<RiderView>;
+  watchRider(riderId: RiderId, listener: (u: RiderUpdate) => void): Unsubscribe;
+  watchRiders(listener: (u: RiderUpdate) => void): Unsubscribe;
+
+  nearbyRiders(at: LatLng, radiusM: number, limit?: number): Promise<NearbyRider[]>;
+  pauseZone(zoneId: string, cells: Cell[]): Promise<void>;
+  resumeZone(zoneId: string): Promise<void>;
+  riderStats(riderId: RiderId, day: string): Promise<RiderDailyStats>;
+  counters(): Promise<EngineCounters>;
+
+  /** Runs due timers and matcher windows up to the clock's now; a live node calls it on an interval, a replay after each step. */
+  tick(): Promise<void>;
+  /** Flushes pending commits and stops the shards. */
+  close(): Promise<void>;
+}

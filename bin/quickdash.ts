@@ -1,0 +1,109 @@
+/**
+ * `npm start`: one QuickDash node on its embedded defaults (PGlite event
+ * store on local disk, shards on worker threads, live clock). With --sim it
+ * also drives a simulated city and prints a live one-line summary.
+ *
+ *   npm start -- [--sim] [--riders N] [--orders-per-minute N] [--shards N]
+ *                [--data-dir DIR | --memory | --postgres URL] [--duration SECONDS]
+ */
+import { availableParallelism } from 'node:os';
+import { parseArgs } from 'node:util';
+import pino from 'pino';
+import { createEngine, SystemClock, type EventStore } from '../engine/index.ts';
+import { createEmbeddedStore, createPostgresStore } from '../adapters/sql/index.ts';
+import { runCitySim } from '../bench/sim/city.ts';
+
+const { values: args } = parseArgs({
+  options: {
+    sim: { type: 'boolean', default: false },
+    riders: { type: 'string', default: '200' },
+    'orders-per-minute': { type: 'string', default: '60' },
+    shards: { type: 'string' },
+    'data-dir': { type: 'string', default: 'data/quickdash' },
+    memory: { type: 'boolean', default: false },
+    postgres: { type: 'string' },
+    duration: { type: 'string' },
+    'tick-ms': { type: 'string', default: '250' },
+  },
+});
+
+const log = pino({ level: process.env.QD_LOG_LEVEL ?? 'info' });
+
+function positiveInt(name: string, raw: string | undefined, fallback: number): number {
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) {
+    console.error(`--${name} must be a positive integer, got ${raw}`);
+    process.exit(2);
+  }
+  return n;
+}
+
+const shards = positiveInt('shards', args.shards, Math.max(1, availableParallelism() - 1));
+const tickMs = positiveInt('tick-ms', args['tick-ms'], 250);
+
+let store: EventStore;
+if (args.postgres) store = await createPostgresStore({ connectionString: args.postgres });
+else if (args.memory) store = await createEmbeddedStore({});
+else store = await createEmbeddedStore({ dataDir: args['data-dir'] });
+
+const clock = new SystemClock();
+const engine = await createEngine({ store, clock, config: { shards }, logger: log });
+log.info({ shards, store: args.postgres ? 'postgres' : args.memory ? 'pglite-memory' : `pglite:${args['data-dir']}` }, 'QuickDash node started');
+
+let ticking = false;
+const ticker = setInterval(() => {
+  if (ticking) return;
+  ticking = true;
+  engine
+    .tick()
+    .catch((err) => log.error({ err }, 'tick failed'))
+    .finally(() => (ticking = false));
+}, tickMs);
+
+const sim = args.sim
+  ? runCitySim(engine, clock, {
+      riders: positiveInt('riders', args.riders, 200),
+      ordersPerMinute: positiveInt('orders-per-minute', args['orders-per-minute'], 60),
+      centre: { lat: 12.9716, lng: 77.5946 },
+      radiusM: 6_000,
+      speedMps: 7,
+      stepMs: 1_000,
+      realtime: true,
+    })
+  : null;
+
+const summary = sim
+  ? setInterval(() => {
+      const s = sim.summary();
+      process.stdout.write(`\r${formatSummary(s)}   `);
+    }, 1_000)
+  : null;
+
+function formatSummary(s: Record<string, unknown>): string {
+  return Object.entries(s)
+    .map(([k, v]) => `${k}=${typeof v === 'number' && !Number.isInteger(v) ? v.toFixed(1) : String(v)}`)
+    .join(' ');
+}
+
+let stopping = false;
+async function shutdown(signal: string): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  log.info({ signal }, 'shutting down');
+  clearInterval(ticker);
+  if (summary) clearInterval(summary);
+  if (sim) {
+    await sim.stop();
+    process.stdout.write(`\n${formatSummary(sim.summary())}\n`);
+  }
+  await engine.close();
+  log.info('stopped');
+  process.exit(0);
+}
+
+process.on('SIGINT', () => void shutdown('SIGINT'));
+process.on('SIGTERM', () => void shutdown('SIGTERM'));
+if (args.duration !== undefined) {
+  setTimeout(() => void shutdown('duration'), positiveInt('duration', args.duration, 1) * 1000);
+}

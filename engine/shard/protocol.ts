@@ -1,0 +1,97 @@
+/**
+ * Messages between the engine's coordinator (main thread) and its shards.
+ * Plain data only: they cross worker_threads by structured clone. Requests
+ * travel in batches, one postMessage per shard per flush.
+ */
+import type { OrderView, RiderView, NearbyRider } from '../api.ts';
+import type { OrderEvent, OrderInput } from '../order/events.ts';
+import type { RiderEvent } from '../rider/events.ts';
+import type { LiveStream, RiderStatsDelta, Snapshot, StoredEvent } from '../store/event-store.ts';
+import type { Cell, LatLng } from '../types.ts';
+import type { ErrorCode } from '../errors.ts';
+
+/** A rider moving between shards: its actor snapshot, position and bookkeeping. */
+export interface RiderTransfer {
+  riderId: string;
+  rid: number;
+  seq: number;
+  eventsSinceSnapshot: number;
+  state: unknown;
+  position: { lat: number; lng: number; ts: number; seq: number } | null;
+  distanceM: number;
+}
+
+/** An available rider near another shard's edge, mirrored there so searches see across it. */
+export interface GhostRider {
+  riderId: string;
+  lat: number;
+  lng: number;
+  cell: Cell;
+  idleSince: number;
+}
+
+export type ShardOp =
+  | { op: 'createOrder'; input: OrderInput }
+  | { op: 'orderEvent'; orderId: string; event: OrderEvent }
+  | { op: 'registerRider'; riderId: string; rid: number; capacity: number; at: number }
+  | { op: 'riderEvent'; riderId: string; event: RiderEvent; position?: LatLng }
+  /** Packed fixes: [rid, lat, lng, ts, seq] × n. */
+  | { op: 'fixes'; data: Float64Array }
+  | { op: 'tick' }
+  | { op: 'adoptRider'; transfer: RiderTransfer }
+  | { op: 'ghosts'; from: number; riders: GhostRider[] }
+  | { op: 'getOrder'; orderId: string }
+  | { op: 'getRider'; riderId: string }
+  | { op: 'nearby'; lat: number; lng: number; radiusM: number; limit: number }
+  | { op: 'zones'; zones: Array<[string, Cell[]]> }
+  | { op: 'restore'; streams: LiveStream[]; rids: Record<string, number> }
+  | { op: 'counters' };
+
+export type ShardRequest = ShardOp & { id: number };
+
+export type ShardResult =
+  | { id: number; ok: true; value?: unknown }
+  | { id: number; ok: false; error: { code: ErrorCode | 'QD_INTERNAL_RIDER_MOVED'; details: Record<string, unknown> } };
+
+/** A message for an actor that may live in another shard; the coordinator routes it. */
+export type Route =
+  | { to: 'order'; orderId: string; event: OrderEvent }
+  | { to: 'rider'; riderId: string; event: RiderEvent };
+
+export type Update =
+  | { kind: 'order'; event: StoredEvent; view: OrderView }
+  | { kind: 'rider'; event: StoredEvent; view: RiderView };
+
+/** Everything one batch produced besides the per-request results. */
+export interface ShardOutput {
+  events: StoredEvent[];
+  stats: RiderStatsDelta[];
+  snapshots: Snapshot[];
+  routes: Route[];
+  updates: Update[];
+  handoffs: Array<{ to: number; transfer: RiderTransfer }>;
+  /** Border riders to mirror, per neighbouring shard; present on ticks. */
+  ghosts: Array<{ to: number; riders: GhostRider[] }> | null;
+  /** Orders evicted after finishing: the coordinator forgets where they lived. */
+  evictedOrders: string[];
+}
+
+/** Answer to a `fixes` request. `moved` holds packed fixes of riders that left this shard, to re-route. */
+export interface FixBatchResult {
+  accepted: number;
+  stale: number;
+  rejected: Array<[number, string]>;
+  moved: number[];
+}
+
+export interface ShardBatch {
+  now: number;
+  requests: ShardRequest[];
+}
+
+export interface ShardReply {
+  results: ShardResult[];
+  out: ShardOutput;
+}
+
+export type { NearbyRider };

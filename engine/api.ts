@@ -100,6 +100,8 @@ export interface EngineCounters {
 export interface RiderOnlineOptions {
   capacity?: number;
   position?: LatLng;
+  /** End of the shift (epoch ms): no order is offered that could not be picked up before it. */
+  shiftEndsAt?: number;
 }
 
 export interface Unsubscribe {

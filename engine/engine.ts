@@ -452,6 +452,9 @@ class Engine implements DispatchEngine {
     const capacity = options.capacity ?? this.#cfg.riderCapacity;
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > 10) throw invalidArgument('capacity', 'must be an integer 1..10');
     if (options.position) validateLatLng('position', options.position);
+    if (options.shiftEndsAt !== undefined && !(typeof options.shiftEndsAt === 'number' && Number.isFinite(options.shiftEndsAt))) {
+      throw invalidArgument('shiftEndsAt', 'must be epoch milliseconds');
+    }
     const at = this.#clock.now();
     let d = this.#riders.get(riderId);
     if (!d) {
@@ -465,7 +468,7 @@ class Engine implements DispatchEngine {
       await this.#call(shard, { op: 'registerRider', riderId, rid, capacity, at });
     }
     try {
-      return await this.#callRider<RiderView>(riderId, { op: 'riderEvent', riderId, event: { type: 'GO_ONLINE', at }, position: options.position });
+      return await this.#callRider<RiderView>(riderId, { op: 'riderEvent', riderId, event: options.shiftEndsAt === undefined ? { type: 'GO_ONLINE', at } : { type: 'GO_ONLINE', at, shiftEndsAt: options.shiftEndsAt }, position: options.position });
     } catch (err) {
       // Going online twice is not an error for a phone that reconnects.
       if (err instanceof DispatchError && err.code === 'QD_ERR_INVALID_TRANSITION') {

@@ -241,7 +241,14 @@ export class CourierCrew {
     c.pos = at;
     c.shiftEndAt = shiftEndAt;
     c.offDuty = false;
-    await this.#engine.riderOnline(courierId, { position: this.#projection.toLatLng(at.x, at.y), capacity: this.#rules.capacity });
+    // The engine is told when the courier stops taking work: the shift end less half a pickup
+    // service and a minute for the evaluator's whole-minute rides, so its offers fit the shift.
+    const shiftEndsAt = shiftEndAt === null ? undefined : shiftEndAt - this.#rules.pickupServiceMs / 2 - 60_000;
+    await this.#engine.riderOnline(courierId, {
+      position: this.#projection.toLatLng(at.x, at.y),
+      capacity: this.#rules.capacity,
+      ...(shiftEndsAt === undefined ? {} : { shiftEndsAt }),
+    });
     c.phase = 'idle';
     c.stats.onlineAt ??= now;
   }

@@ -85,6 +85,8 @@ export function replayEngineConfig(instance: MdrpInstance): Partial<EngineConfig
   return {
     travelSpeedMps: instance.params.metersPerMinute / 60,
     detourFactor: 1,
+    // Some MDRP restaurants lie 20 km from any courier: search about 25 km out (res-8 rings).
+    searchMaxK: 32,
     searchLimitMs: Math.max(1, instance.params.maxClickToDoorMin) * 60_000,
   };
 }

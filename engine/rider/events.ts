@@ -37,11 +37,14 @@ export interface RiderContext {
   /** The picked-up order whose drop-off the rider is heading to or standing at. */
   dropoffOrderId: OrderId | null;
   onlineSince: number | null;
+  /** End of the rider's shift while online, if the rider app gave one. */
+  shiftEndsAt: number | null;
   lastChangeAt: number;
 }
 
 export type RiderEvent =
-  | { type: 'GO_ONLINE'; at: number }
+  /** `shiftEndsAt`: the rider takes no order it could not pick up before then. */
+  | { type: 'GO_ONLINE'; at: number; shiftEndsAt?: number }
   | { type: 'GO_OFFLINE'; at: number }
   | { type: 'START_BREAK'; at: number }
   | { type: 'END_BREAK'; at: number }

@@ -103,8 +103,11 @@ export const riderMachine = setup({
       'orderId' in event && holds(context, event.orderId) && settleAfter(context, params.from, event.orderId) === params.to,
   },
   actions: {
-    goOnline: assign(({ event }) => ({ onlineSince: event.at, lastChangeAt: event.at })),
-    goOffline: assign(({ event }) => ({ onlineSince: null, lastChangeAt: event.at })),
+    goOnline: assign(({ event }) => {
+      assertEvent(event, 'GO_ONLINE');
+      return { onlineSince: event.at, shiftEndsAt: event.shiftEndsAt ?? null, lastChangeAt: event.at };
+    }),
+    goOffline: assign(({ event }) => ({ onlineSince: null, shiftEndsAt: null, lastChangeAt: event.at })),
     touch: assign(({ event }) => ({ lastChangeAt: event.at })),
     setOffer: assign(({ event }) => {
       assertEvent(event, 'OFFER');
@@ -139,6 +142,7 @@ export const riderMachine = setup({
     offer: null,
     dropoffOrderId: null,
     onlineSince: null,
+    shiftEndsAt: null,
     lastChangeAt: input.createdAt,
   }),
   initial: 'offline',

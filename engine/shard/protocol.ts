@@ -28,6 +28,7 @@ export interface GhostRider {
   lng: number;
   cell: Cell;
   idleSince: number;
+  shiftEndsAt: number | null;
 }
 
 export type ShardOp =

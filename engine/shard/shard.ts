@@ -570,7 +570,7 @@ export class Shard {
       const candidates = this.#index.search(entry.cell, {
         maxK: cfg.searchMaxK,
         limit: cfg.candidateLimit,
-        accept: excluded.length === 0 ? undefined : (id: string) => !excluded.includes(id),
+        accept: (id: string) => !excluded.includes(id) && this.#canReachInShift(id, ctx.pickup, ctx.readyAt, now),
       });
       if (candidates.length === 0) continue;
       for (const riderId of candidates) {
@@ -593,6 +593,30 @@ export class Shard {
     const solve = cfg.matcher === 'greedy' ? solveGreedy : solveBatch;
     const assignments = solve(orders, riders, { now, router: this.#router });
     for (const a of assignments) this.#offer(a.orderId, a.riderId);
+  }
+
+  /** A rider whose shift ends before it could collect the order is not a candidate. */
+  #canReachInShift(riderId: string, pickup: LatLng, readyAt: number, now: number): boolean {
+    let shiftEndsAt: number | null = null;
+    let lat = 0;
+    let lng = 0;
+    const own = this.#riders.get(riderId);
+    if (own) {
+      shiftEndsAt = own.actor.getSnapshot().context.shiftEndsAt;
+      lat = this.#fleet.lat(own.slot);
+      lng = this.#fleet.lng(own.slot);
+    } else {
+      for (const ghosts of this.#ghosts.values()) {
+        const g = ghosts.get(riderId);
+        if (g) {
+          ({ shiftEndsAt, lat, lng } = g);
+          break;
+        }
+      }
+    }
+    if (shiftEndsAt === null) return true;
+    const arrival = now + this.#router.travelTimeMs(lat, lng, pickup.lat, pickup.lng);
+    return Math.max(arrival, readyAt) <= shiftEndsAt;
   }
 
   #matchRider(riderId: string): MatchRider | null {
@@ -657,6 +681,7 @@ export class Shard {
         lng: this.#fleet.lng(slot),
         cell,
         idleSince: entry.actor.getSnapshot().context.lastChangeAt,
+        shiftEndsAt: entry.actor.getSnapshot().context.shiftEndsAt,
       };
       for (const s of near) if (s !== this.id) byShard.get(s)!.push(ghost);
     }

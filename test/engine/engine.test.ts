@@ -274,3 +274,23 @@ t.test('nothing is acknowledged unless durable', async (t) => {
   t.equal(again.status, 'searching', 'a retry with the same id succeeds once the store is back');
   await r.engine.close();
 });
+
+t.test('a rider whose shift ends before it could reach the store is not offered the order', async (t) => {
+  const r = await rig({ config: { travelSpeedMps: 5, detourFactor: 1 } });
+  const now = r.clock.now();
+  // 2 km away at 5 m/s is 400 s: a shift ending in 5 minutes is too short, one ending in 10 is enough.
+  await r.engine.riderOnline('leaving', { position: offset(STORE, 2000, 0), shiftEndsAt: now + 5 * 60_000 });
+  await r.engine.riderOnline('staying', { position: offset(STORE, 2200, 0), shiftEndsAt: now + 10 * 60_000 });
+  await rejectsWith(t, r.engine.riderOnline('bad', { shiftEndsAt: NaN }), 'QD_ERR_INVALID_ARGUMENT', 'shift end is checked');
+  const spec = orderSpec();
+  await r.engine.createOrder(spec);
+  await r.advance(1_000);
+  t.equal((await r.engine.getOrder(spec.orderId)).offer?.riderId, 'staying', 'the nearer rider leaving soon is skipped');
+  await r.engine.riderOffline('leaving');
+  await r.engine.riderOnline('leaving', { position: offset(STORE, 2000, 0) });
+  const second = orderSpec();
+  await r.engine.createOrder(second);
+  await r.advance(1_000);
+  t.equal((await r.engine.getOrder(second.orderId)).offer?.riderId, 'leaving', 'going online again without a shift end clears it');
+  await r.engine.close();
+});

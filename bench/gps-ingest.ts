@@ -49,10 +49,12 @@ async function setup(): Promise<{ engine: DispatchEngine; clock: VirtualClock; l
   return { engine, clock, lat, lng, heading };
 }
 
+/** Per-rider sequence numbers keep rising across every batch set this run builds. */
+let seq = 1;
+
 /** Builds `count` fixes: every rider moves ~8 m per second along its heading. */
 function makeBatches(s: { lat: Float64Array; lng: Float64Array; heading: Float64Array }, count: number, size: number, t0: number): Fix[][] {
   const batches: Fix[][] = [];
-  let seq = 1;
   let t = t0;
   let batch: Fix[] = [];
   for (let n = 0; n < count; n++) {
@@ -109,7 +111,7 @@ writeResult({
   value: Math.round(rate),
   unit: 'fixes/s',
   baseline: Math.round(naiveRate),
-  baselineName: 'one fix per ingestFixes call (one postMessage per fix)',
+  baselineName: 'one fix per ingestFixes call (64 calls in flight, so a flush carries few fixes)',
   ratio: +(rate / naiveRate).toFixed(2),
   target: '>= 500000 fixes/s with 2 shards',
   pass: rate >= 500_000,

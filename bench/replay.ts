@@ -1,9 +1,10 @@
 /**
  * Replays a real Grubhub delivery day (an MDRP instance) through the engine,
- * once per matcher, each on a fresh engine with an in-memory store, and
+ * once per matcher, each on a fresh engine with its own event store (embedded
+ * PGlite in memory by default), and
  * prints the MDRP measures as JSON on stdout (progress goes to stderr).
  *
- *   npm run replay -- --mdrp <instance dir> [--matcher batch|greedy|both] [--shards N] [--out file.json]
+ *   npm run replay -- --mdrp <instance dir> [--matcher batch|greedy|both] [--shards N] [--store pglite|memory] [--out file.json]
  *
  * Output: { "instance": name, "wallSeconds": n, "matchers": { "batch": {...}, "greedy": {...} } }
  */
@@ -26,6 +27,8 @@ export interface EngineChoice {
   shards?: number;
   /** Shards on worker threads (the engine's default) or inline. */
   threads?: boolean;
+  /** Event store: the embedded default (PGlite in memory) or the plain memory store. */
+  store?: 'pglite' | 'memory';
 }
 
 /**
@@ -35,10 +38,11 @@ export interface EngineChoice {
  */
 export async function engineFactoryFor(instance: MdrpInstance, choice: EngineChoice = {}): Promise<EngineFactory> {
   const { createEngine, MemoryEventStore } = await import('../engine/index.ts');
-  return (matcher, clock) =>
+  const { createEmbeddedStore } = await import('../adapters/sql/index.ts');
+  return async (matcher, clock) =>
     createEngine({
       clock,
-      store: new MemoryEventStore(),
+      store: choice.store === 'memory' ? new MemoryEventStore() : await createEmbeddedStore({}),
       threads: choice.threads,
       config: { ...replayEngineConfig(instance), matcher, ...(choice.shards === undefined ? {} : { shards: choice.shards }) },
     });
@@ -66,16 +70,17 @@ export async function runReplay(
   return report;
 }
 
-const USAGE = 'usage: npm run replay -- --mdrp <instance dir> [--matcher batch|greedy|both] [--shards N] [--out file.json]';
+const USAGE = 'usage: npm run replay -- --mdrp <instance dir> [--matcher batch|greedy|both] [--shards N] [--store pglite|memory] [--out file.json]';
 
 async function main(): Promise<number> {
-  let values: { mdrp?: string; matcher?: string; shards?: string; out?: string };
+  let values: { mdrp?: string; matcher?: string; shards?: string; store?: string; out?: string };
   try {
     ({ values } = parseArgs({
       options: {
         mdrp: { type: 'string' },
         matcher: { type: 'string', default: 'both' },
         shards: { type: 'string' },
+        store: { type: 'string', default: 'pglite' },
         out: { type: 'string' },
       },
     }));
@@ -101,9 +106,14 @@ async function main(): Promise<number> {
       return 2;
     }
   }
+  const store = values.store ?? 'pglite';
+  if (store !== 'pglite' && store !== 'memory') {
+    console.error(`--store must be pglite or memory, got ${store}\n${USAGE}`);
+    return 2;
+  }
   let report: ReplayReport;
   try {
-    report = await runReplay(values.mdrp, matchers, { shards }, (line) => console.error(line));
+    report = await runReplay(values.mdrp, matchers, { shards, store }, (line) => console.error(line));
   } catch (err) {
     // A malformed instance is the user's to fix: say where, without a stack.
     if (err instanceof MdrpFormatError) {

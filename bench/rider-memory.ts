@@ -20,6 +20,19 @@ function heap(): number {
   return process.memoryUsage().heapUsed;
 }
 
+const actors: unknown[] = [];
+const b0 = heap();
+for (let i = 0; i < RIDERS; i++) {
+  const a = createActor(riderMachine, { input: { riderId: `bare-${i}`, capacity: 2, createdAt: 0 } });
+  a.start();
+  a.send({ type: 'GO_ONLINE', at: 1 });
+  actors.push(a);
+}
+const bare = (heap() - b0) / RIDERS;
+
+for (const a of actors as Array<{ stop(): void }>) a.stop();
+actors.length = 0;
+
 const clock = new VirtualClock(Date.UTC(2026, 10, 24, 9));
 // A store that keeps nothing: we measure the live engine, not the event log.
 const store = new MemoryEventStore();
@@ -37,16 +50,6 @@ await engine.tick();
 const perRider = (heap() - before) / RIDERS;
 const counters = await engine.counters();
 await engine.close();
-
-const actors: unknown[] = [];
-const b0 = heap();
-for (let i = 0; i < RIDERS; i++) {
-  const a = createActor(riderMachine, { input: { riderId: `bare-${i}`, capacity: 2, createdAt: 0 } });
-  a.start();
-  a.send({ type: 'GO_ONLINE', at: 1 });
-  actors.push(a);
-}
-const bare = (heap() - b0) / RIDERS;
 
 writeResult({
   name: 'rider-memory',

@@ -5,11 +5,12 @@
  *
  *   npm start -- [--sim] [--riders N] [--orders-per-minute N] [--shards N]
  *                [--data-dir DIR | --memory | --postgres URL] [--duration SECONDS]
+ *                [--speed N]   (the simulated city runs N times faster than real time)
  */
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
-import { createEngine, SystemClock, type EventStore } from '../engine/index.ts';
+import { createEngine, ScaledClock, SystemClock, type Clock, type EventStore } from '../engine/index.ts';
 import { createEmbeddedStore, createPostgresStore } from '../adapters/sql/index.ts';
 import { runCitySim } from '../bench/sim/city.ts';
 
@@ -24,6 +25,7 @@ const { values: args } = parseArgs({
     postgres: { type: 'string' },
     duration: { type: 'string' },
     'tick-ms': { type: 'string', default: '250' },
+    speed: { type: 'string', default: '1' },
   },
 });
 
@@ -47,7 +49,16 @@ if (args.postgres) store = await createPostgresStore({ connectionString: args.po
 else if (args.memory) store = await createEmbeddedStore({});
 else store = await createEmbeddedStore({ dataDir: args['data-dir'] });
 
-const clock = new SystemClock();
+const speed = Number(args.speed);
+if (!(Number.isFinite(speed) && speed > 0 && speed <= 1000)) {
+  console.error(`--speed must be a number in (0, 1000], got ${args.speed}`);
+  process.exit(2);
+}
+if (speed !== 1 && !args.sim) {
+  console.error('--speed only makes sense with --sim: a live node runs on wall-clock time');
+  process.exit(2);
+}
+const clock: Clock = speed === 1 ? new SystemClock() : new ScaledClock(speed);
 const engine = await createEngine({ store, clock, config: { shards }, logger: log });
 log.info({ shards, store: args.postgres ? 'postgres' : args.memory ? 'pglite-memory' : `pglite:${args['data-dir']}` }, 'QuickDash node started');
 

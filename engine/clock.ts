@@ -31,3 +31,16 @@ export class VirtualClock implements Clock {
     if (ms > 0) this.#now += ms;
   }
 }
+
+/** Wall-clock time running `speed` times faster from the moment it is made: a demo city in fast forward. */
+export class ScaledClock implements Clock {
+  readonly #start = Date.now();
+  readonly #speed: number;
+  constructor(speed: number) {
+    if (!(Number.isFinite(speed) && speed > 0)) throw new RangeError(`clock speed must be positive, got ${speed}`);
+    this.#speed = speed;
+  }
+  now(): number {
+    return Math.floor(this.#start + (Date.now() - this.#start) * this.#speed);
+  }
+}

@@ -24,7 +24,7 @@ export type {
 // Configuration and time
 export { defaultConfig, resolveConfig } from './config.ts';
 export type { EngineConfig } from './config.ts';
-export { SystemClock, VirtualClock } from './clock.ts';
+export { ScaledClock, SystemClock, VirtualClock } from './clock.ts';
 export type { Clock } from './clock.ts';
 
 // Errors

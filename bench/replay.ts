@@ -4,7 +4,7 @@
  * PGlite in memory by default), and
  * prints the MDRP measures as JSON on stdout (progress goes to stderr).
  *
- *   npm run replay -- --mdrp <instance dir> [--matcher batch|greedy|both] [--shards N] [--store pglite|memory] [--out file.json]
+ *   npm run replay -- --mdrp <instance dir> [--matcher batch|greedy|both] [--shards N] [--store pglite|memory] [--capacity N] [--out file.json]
  *
  * Output: { "instance": name, "wallSeconds": n, "matchers": { "batch": {...}, "greedy": {...} } }
  */
@@ -29,6 +29,8 @@ export interface EngineChoice {
   threads?: boolean;
   /** Event store: the embedded default (PGlite in memory) or the plain memory store. */
   store?: 'pglite' | 'memory';
+  /** Orders a courier may carry at once (bundles from one restaurant); the engine's default when absent. */
+  capacity?: number;
 }
 
 /**
@@ -63,6 +65,7 @@ export async function runReplay(
   for (const matcher of matchers) {
     report.matchers[matcher] = await replayInstance(instance, factory, {
       matcher,
+      ...(choice.capacity === undefined ? {} : { capacity: choice.capacity }),
       onProgress: (p) => log(`${matcher} minute ${p.minute}: ${p.placed} placed, ${p.delivered} delivered, ${p.couriersOnline} couriers online`),
     });
   }
@@ -70,10 +73,10 @@ export async function runReplay(
   return report;
 }
 
-const USAGE = 'usage: npm run replay -- --mdrp <instance dir> [--matcher batch|greedy|both] [--shards N] [--store pglite|memory] [--out file.json]';
+const USAGE = 'usage: npm run replay -- --mdrp <instance dir> [--matcher batch|greedy|both] [--shards N] [--store pglite|memory] [--capacity N] [--out file.json]';
 
 async function main(): Promise<number> {
-  let values: { mdrp?: string; matcher?: string; shards?: string; store?: string; out?: string };
+  let values: { mdrp?: string; matcher?: string; shards?: string; store?: string; capacity?: string; out?: string };
   try {
     ({ values } = parseArgs({
       options: {
@@ -81,6 +84,7 @@ async function main(): Promise<number> {
         matcher: { type: 'string', default: 'both' },
         shards: { type: 'string' },
         store: { type: 'string', default: 'pglite' },
+        capacity: { type: 'string' },
         out: { type: 'string' },
       },
     }));
@@ -111,9 +115,17 @@ async function main(): Promise<number> {
     console.error(`--store must be pglite or memory, got ${store}\n${USAGE}`);
     return 2;
   }
+  let capacity: number | undefined;
+  if (values.capacity !== undefined) {
+    capacity = Number(values.capacity);
+    if (!Number.isInteger(capacity) || capacity < 1 || capacity > 10) {
+      console.error(`--capacity must be an integer 1..10, got ${values.capacity}\n${USAGE}`);
+      return 2;
+    }
+  }
   let report: ReplayReport;
   try {
-    report = await runReplay(values.mdrp, matchers, { shards, store }, (line) => console.error(line));
+    report = await runReplay(values.mdrp, matchers, { shards, store, capacity }, (line) => console.error(line));
   } catch (err) {
     // A malformed instance is the user's to fix: say where, without a stack.
     if (err instanceof MdrpFormatError) {

@@ -500,9 +500,24 @@ class Engine implements DispatchEngine {
    * A rider's command on an order: the order is the authority (it refuses a
    * wrong rider, an expired offer, a bad proof), then the rider follows.
    */
-  async #riderOnOrder(riderId: string, orderId: string, orderEvent: OrderEvent, riderEvent: RiderEvent | null): Promise<OrderView> {
+  async #riderOnOrder(
+    riderId: string,
+    orderId: string,
+    orderEvent: OrderEvent,
+    riderEvent: RiderEvent | null,
+    riderMustAgree = true,
+  ): Promise<OrderView> {
     this.#guard();
     if (!this.#riders.has(riderId)) throw new DispatchError('QD_ERR_RIDER_NOT_FOUND', { riderId });
+    // Ask the rider first where it has a say (a bundle is delivered in the rider's drop-off order),
+    // so the order never moves on without its rider.
+    if (riderEvent && riderMustAgree) {
+      const orderKnown = this.#orderShard.has(orderId);
+      await this.#callRider(riderId, { op: 'checkRider', riderId, event: riderEvent }).catch((err) => {
+        // An unknown or finished order explains itself better than the rider does.
+        if (orderKnown) throw err;
+      });
+    }
     const view = await this.#orderEvent(orderId, orderEvent);
     if (riderEvent) {
       await this.#riderEvent(riderId, riderEvent).catch((err) => {
@@ -525,7 +540,8 @@ class Engine implements DispatchEngine {
 
   arrivedPickup(riderId: string, orderId: string): Promise<OrderView> {
     const at = this.#clock.now();
-    return this.#riderOnOrder(riderId, orderId, { type: 'ARRIVED_PICKUP', at, riderId, source: 'rider' }, { type: 'ARRIVED_PICKUP', at });
+    // A rider already standing at the store (a bundle's second order) need not arrive again.
+    return this.#riderOnOrder(riderId, orderId, { type: 'ARRIVED_PICKUP', at, riderId, source: 'rider' }, { type: 'ARRIVED_PICKUP', at }, false);
   }
 
   pickedUp(riderId: string, orderId: string): Promise<OrderView> {

@@ -30,6 +30,13 @@ export interface MatchRider {
   lng: number;
   /** When the rider last became free (epoch ms). */
   idleSince: number;
+  /**
+   * Time the rider owes earlier orders before this one can reach its customer
+   * (a bundle: the drop-offs ahead of it). Added to every edge's cost.
+   */
+  committedMs?: number;
+  /** Orders the rider already holds: each of them waits too while the rider waits for this one's food. */
+  heldOrders?: number;
 }
 
 export interface Assignment {
@@ -114,7 +121,8 @@ function costOf(travel: number, order: MatchOrder, rider: MatchRider, o: Resolve
   // A clock skew (idleSince in the future) or a missing value earns no bonus rather than poisoning the cost.
   if (!(idle > 0)) idle = 0;
   else if (idle > o.idleCapMs) idle = o.idleCapMs;
-  const cost = travel + (wait > 0 ? o.waitWeight * wait : 0) - o.idleWeight * idle;
+  const waitCost = wait > 0 ? (o.waitWeight + (rider.heldOrders ?? 0)) * wait : 0;
+  const cost = travel + (rider.committedMs ?? 0) + waitCost - o.idleWeight * idle;
   return Number.isFinite(cost) ? cost : Infinity;
 }
 

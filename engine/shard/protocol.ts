@@ -36,6 +36,8 @@ export type ShardOp =
   | { op: 'orderEvent'; orderId: string; event: OrderEvent }
   | { op: 'registerRider'; riderId: string; rid: number; capacity: number; at: number }
   | { op: 'riderEvent'; riderId: string; event: RiderEvent; position?: LatLng }
+  /** Would the rider take this event? Answers null or the refusal; changes nothing. */
+  | { op: 'checkRider'; riderId: string; event: RiderEvent }
   /** Packed fixes: [rid, lat, lng, ts, seq] × n. */
   | { op: 'fixes'; data: Float64Array }
   | { op: 'tick' }

@@ -10,7 +10,7 @@ import type { EngineConfig } from '../config.ts';
 import { DispatchError } from '../errors.ts';
 import { orderMachine, orderStatus, explainOrderRefusal, isFinalOrderStatus } from '../order/index.ts';
 import type { OrderEvent, OrderInput, OrderContext } from '../order/index.ts';
-import { riderMachine, riderStatus, explainRiderRefusal, riderTarget } from '../rider/index.ts';
+import { riderMachine, riderStatus, explainRiderRefusal, riderTarget, riderCanBundle } from '../rider/index.ts';
 import type { RiderEvent, RiderContext } from '../rider/index.ts';
 import type { OrderView, RiderView, NearbyRider } from '../api.ts';
 import { orderViewOf } from '../views.ts';
@@ -93,6 +93,9 @@ export class Shard {
   readonly #pool = new Set<string>();
   /** Ghost riders by source shard. */
   readonly #ghosts = new Map<number, Map<string, GhostRider>>();
+  /** Riders on their way to (or waiting at) a store with room for one more order from it: store id → riders. */
+  readonly #bundlers = new Map<string, Set<string>>();
+  readonly #bundlerStore = new Map<string, string>();
   /** Paused zones: zone id → cells (any resolution). */
   readonly #zones = new Map<string, Set<Cell>>();
   /** Finished orders and when they finished, for eviction. */
@@ -145,6 +148,11 @@ export class Shard {
         return this.#registerRider(req.riderId, req.rid, req.capacity, req.at);
       case 'riderEvent':
         return this.#riderEvent(req.riderId, req.event, req.position);
+      case 'checkRider': {
+        const refusal = explainRiderRefusal(this.#rider(req.riderId).actor.getSnapshot(), req.event);
+        if (refusal) throw refusal;
+        return null;
+      }
       case 'fixes':
         return this.#applyFixes(req.data);
       case 'tick':
@@ -359,6 +367,27 @@ export class Shard {
     const cell = this.#fleet.hasPosition(entry.slot) ? this.#fleet.cell(entry.slot) : null;
     if (status === 'available' && snap.context.offer === null && cell) this.#index.set(riderId, cell);
     else this.#index.remove(riderId);
+    this.#trackBundler(riderId, snap);
+  }
+
+  /** Keeps the per-store list of riders who could take one more order from the store they are heading to. */
+  #trackBundler(riderId: string, snap: ReturnType<RiderActor['getSnapshot']> | null): void {
+    const previous = this.#bundlerStore.get(riderId);
+    const job = snap?.context.jobs.find((j) => !j.pickedUp);
+    const store = snap && job && riderCanBundle(snap, job.storeId) ? job.storeId : undefined;
+    if (previous === store) return;
+    if (previous !== undefined) {
+      const set = this.#bundlers.get(previous)!;
+      set.delete(riderId);
+      if (set.size === 0) this.#bundlers.delete(previous);
+      this.#bundlerStore.delete(riderId);
+    }
+    if (store !== undefined) {
+      let set = this.#bundlers.get(store);
+      if (!set) this.#bundlers.set(store, (set = new Set()));
+      set.add(riderId);
+      this.#bundlerStore.set(riderId, store);
+    }
   }
 
   #recordRider(riderId: string, entry: RiderEntry, type: string, data: unknown, at: number): void {
@@ -467,6 +496,7 @@ export class Shard {
     };
     entry.actor.stop();
     this.#index.remove(riderId);
+    this.#trackBundler(riderId, null);
     this.#fleet.remove(riderId);
     this.#riders.delete(riderId);
     this.#ridToRider.delete(entry.rid);
@@ -567,11 +597,11 @@ export class Shard {
       if (this.#isPaused(entry.cell)) continue;
       const ctx = entry.actor.getSnapshot().context;
       const excluded = ctx.excludedRiders;
-      const candidates = this.#index.search(entry.cell, {
-        maxK: cfg.searchMaxK,
-        limit: cfg.candidateLimit,
-        accept: (id: string) => !excluded.includes(id) && this.#canReachInShift(id, ctx.pickup, ctx.readyAt, now),
-      });
+      const eligible = (id: string) => !excluded.includes(id) && this.#canReachInShift(id, ctx.pickup, ctx.readyAt, now);
+      const candidates = this.#index.search(entry.cell, { maxK: cfg.searchMaxK, limit: cfg.candidateLimit, accept: eligible });
+      // Riders already bound for this store can take it as a bundle: the ride there is shared.
+      const bundlers = this.#bundlers.get(ctx.storeId);
+      if (bundlers) for (const id of bundlers) if (eligible(id)) candidates.push(id);
       if (candidates.length === 0) continue;
       for (const riderId of candidates) {
         if (!riders.has(riderId)) {
@@ -623,7 +653,20 @@ export class Shard {
     const own = this.#riders.get(riderId);
     if (own) {
       const slot = own.slot;
-      return { riderId, lat: this.#fleet.lat(slot), lng: this.#fleet.lng(slot), idleSince: own.actor.getSnapshot().context.lastChangeAt };
+      const ctx = own.actor.getSnapshot().context;
+      const rider: MatchRider = { riderId, lat: this.#fleet.lat(slot), lng: this.#fleet.lng(slot), idleSince: ctx.lastChangeAt };
+      if (ctx.jobs.length > 0) {
+        // A bundled order reaches its customer only after the drop-offs already promised.
+        let committed = 0;
+        let from = ctx.jobs[0].pickup;
+        for (const job of ctx.jobs) {
+          committed += this.#router.travelTimeMs(from.lat, from.lng, job.dropoff.lat, job.dropoff.lng);
+          from = job.dropoff;
+        }
+        rider.committedMs = committed;
+        rider.heldOrders = ctx.jobs.length;
+      }
+      return rider;
     }
     for (const ghosts of this.#ghosts.values()) {
       const g = ghosts.get(riderId);
@@ -765,6 +808,7 @@ export class Shard {
       if (!entry) return;
       entry.actor.stop();
       this.#index.remove(riderId);
+      this.#trackBundler(riderId, null);
       this.#fleet.remove(riderId);
       this.#riders.delete(riderId);
       this.#ridToRider.delete(entry.rid);

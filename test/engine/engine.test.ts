@@ -294,3 +294,43 @@ t.test('a rider whose shift ends before it could reach the store is not offered 
   t.equal((await r.engine.getOrder(second.orderId)).offer?.riderId, 'leaving', 'going online again without a shift end clears it');
   await r.engine.close();
 });
+
+t.test('a rider bound for a store is offered a second order from it, and delivers the bundle in its order', async (t) => {
+  const r = await rig();
+  const e = r.engine;
+  await e.riderOnline('bundler', { position: offset(STORE, 400, 0), capacity: 2 });
+  const first = orderSpec({ dropoff: offset(STORE, 1000, 1000) });
+  const second = orderSpec({ dropoff: offset(STORE, -1000, 1000) });
+  await e.createOrder(first);
+  await r.advance(1_000);
+  await e.acceptOffer('bundler', first.orderId);
+  await e.createOrder(second);
+  await r.advance(1_000);
+  const offered = await e.getOrder(second.orderId);
+  t.equal(offered.offer?.riderId, 'bundler', 'the second order goes to the rider already heading to its store');
+  t.equal((await e.getRider('bundler')).status, 'toPickup', 'the rider keeps driving while it is offered');
+  await e.acceptOffer('bundler', second.orderId);
+  t.same((await e.getRider('bundler')).orderIds, [first.orderId, second.orderId]);
+  await e.createOrder(orderSpec());
+  await r.advance(1_000);
+  t.equal((await e.getRider('bundler')).offer, null, 'a full rider is offered nothing more');
+
+  await e.arrivedPickup('bundler', first.orderId);
+  t.equal((await e.getOrder(second.orderId)).status, 'assigned', "arriving for one order doesn't move the other by itself");
+  await e.arrivedPickup('bundler', second.orderId);
+  await e.pickedUp('bundler', first.orderId);
+  await e.pickedUp('bundler', second.orderId);
+  await e.arrivedDropoff('bundler', first.orderId);
+  const otp2 = (await e.getOrder(second.orderId)).otp;
+  await rejectsWith(t, e.arrivedDropoff('bundler', second.orderId), 'QD_ERR_INVALID_TRANSITION', 'the rider is at the first drop-off');
+  await rejectsWith(t, e.deliver('bundler', second.orderId, { otp: otp2 }), 'QD_ERR_INVALID_TRANSITION', 'the bundle is delivered in order');
+  t.equal((await e.getOrder(second.orderId)).status, 'pickedUp', 'the refused order did not move');
+  await e.deliver('bundler', first.orderId, { otp: (await e.getOrder(first.orderId)).otp });
+  t.equal((await e.getRider('bundler')).status, 'toDropoff', 'on to the second customer');
+  await e.arrivedDropoff('bundler', second.orderId);
+  await e.deliver('bundler', second.orderId, { otp: otp2 });
+  const rider = await e.getRider('bundler');
+  t.equal(rider.status, 'available');
+  t.same(rider.orderIds, []);
+  await e.close();
+});

@@ -648,7 +648,12 @@ class Engine implements DispatchEngine {
 
   /** Zone pauses are durable too: a restart must not silently release held orders. */
   async #zoneEvent(zoneId: string, type: string, data: unknown, final: boolean): Promise<void> {
-    const seq = (this.#zoneSeq.get(zoneId) ?? 0) + 1;
+    // A zone resumed before a restart is not among the live streams: its log knows where it stands.
+    if (!this.#zoneSeq.has(zoneId)) {
+      const past = await this.#store.readStream(`zone:${zoneId}`);
+      this.#zoneSeq.set(zoneId, past.length > 0 ? past[past.length - 1].seq : 0);
+    }
+    const seq = this.#zoneSeq.get(zoneId)! + 1;
     await this.#committer.commit([{ stream: `zone:${zoneId}`, seq, type, data, at: this.#clock.now(), final }]);
     this.#zoneSeq.set(zoneId, seq);
   }

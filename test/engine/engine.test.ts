@@ -334,3 +334,36 @@ t.test('a rider bound for a store is offered a second order from it, and deliver
   t.same(rider.orderIds, []);
   await e.close();
 });
+
+t.test('zone pauses survive a restart, and a zone resumed before it can be paused again durably', async (t) => {
+  const store = new MemoryEventStore();
+  const keep = Object.assign(Object.create(null), {
+    init: () => store.init(),
+    append: (e: never, s: never) => store.append(e, s),
+    readStream: (s: string, a?: number) => store.readStream(s, a),
+    saveSnapshots: (s: never) => store.saveSnapshots(s),
+    loadLive: () => store.loadLive(),
+    riderDailyStats: (r: string, d: string) => store.riderDailyStats(r, d),
+    close: async () => undefined,
+  });
+  const cell = parentOf(STORE, 7);
+  const a = await rig({ store: keep });
+  await a.engine.pauseZone('old', [cell]);
+  await a.engine.resumeZone('old');
+  await a.engine.pauseZone('held', [cell]);
+  await a.engine.close();
+
+  const b = await rig({ store: keep, clock: a.clock });
+  await b.engine.riderOnline('r', { position: offset(STORE, 300, 0) });
+  const spec = orderSpec();
+  await b.engine.createOrder(spec);
+  await b.advance(1_000);
+  t.equal((await b.engine.getOrder(spec.orderId)).status, 'searching', 'the pause held across the restart');
+  await b.engine.pauseZone('old', [cell]);
+  t.same((await store.readStream('zone:old')).map((e) => `${e.seq}:${e.type}`), ['1:PAUSED', '2:RESUMED', '3:PAUSED']);
+  await b.engine.resumeZone('held');
+  await b.engine.resumeZone('old');
+  await b.advance(1_000);
+  t.equal((await b.engine.getOrder(spec.orderId)).status, 'offered');
+  await b.engine.close();
+});

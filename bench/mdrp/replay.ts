@@ -45,7 +45,7 @@ export interface ReplayOptions {
   /** Receives the per-order and per-courier records the measures were computed from. */
   onRecords?: (orders: readonly OrderRecord[], couriers: readonly CourierRecord[]) => void;
   /** Called about once per virtual hour. */
-  onProgress?: (p: { minute: number; placed: number; delivered: number; couriersOnline: number }) => void;
+  onProgress?: (p: { minute: number; placed: number; delivered: number; couriersOnline: number }) => void | Promise<void>;
 }
 
 /** How the replay went, beyond the MDRP measures. */
@@ -205,7 +205,7 @@ export async function replayInstance(instance: MdrpInstance, engineFactory: Engi
 
       if (options.onProgress && now >= nextProgressAt) {
         nextProgressAt = now + 3_600_000;
-        options.onProgress({ minute: Math.round(minuteOf(now)), placed: countPlaced(), delivered: deliveredAt.size, couriersOnline: crew.census().online });
+        await options.onProgress({ minute: Math.round(minuteOf(now)), placed: countPlaced(), delivered: deliveredAt.size, couriersOnline: crew.census().online });
       }
       const scheduleDone = next >= schedule.length;
       if (scheduleDone && crew.census().online === 0) break;

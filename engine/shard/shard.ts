@@ -494,12 +494,7 @@ export class Shard {
       position: rec && rec.hasPosition ? { lat: rec.lat, lng: rec.lng, ts: rec.ts, seq: rec.seq } : null,
       distanceM: rec ? rec.distanceM : 0,
     };
-    entry.actor.stop();
-    this.#index.remove(riderId);
-    this.#trackBundler(riderId, null);
-    this.#fleet.remove(riderId);
-    this.#riders.delete(riderId);
-    this.#ridToRider.delete(entry.rid);
+    this.#dropRider(riderId, entry);
     this.#counters.handoffsOut += 1;
     this.#out.handoffs.push({ to: owner, transfer });
   }
@@ -805,14 +800,18 @@ export class Shard {
     } else if (stream.startsWith(RIDER_STREAM)) {
       const riderId = stream.slice(RIDER_STREAM.length);
       const entry = this.#riders.get(riderId);
-      if (!entry) return;
-      entry.actor.stop();
-      this.#index.remove(riderId);
-      this.#trackBundler(riderId, null);
-      this.#fleet.remove(riderId);
-      this.#riders.delete(riderId);
-      this.#ridToRider.delete(entry.rid);
+      if (entry) this.#dropRider(riderId, entry);
     }
+  }
+
+  /** Removes every trace of a rider from this shard (it moved away, or never became durable). */
+  #dropRider(riderId: string, entry: RiderEntry): void {
+    entry.actor.stop();
+    this.#index.remove(riderId);
+    this.#trackBundler(riderId, null);
+    this.#fleet.remove(riderId);
+    this.#riders.delete(riderId);
+    this.#ridToRider.delete(entry.rid);
   }
 
   #rebuildOrder(s: LiveStream): OrderEntry | null {

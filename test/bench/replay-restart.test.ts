@@ -6,23 +6,12 @@ import { createEngine, VirtualClock } from '../../engine/index.ts';
 import type { DispatchEngine, EventStore } from '../../engine/index.ts';
 import { createEmbeddedStore, createPostgresStore } from '../../adapters/sql/index.ts';
 import { loadInstance } from '../../bench/mdrp/instance.ts';
+import { keepOpen } from '../engine/harness.ts';
 import { replayEngineConfig, replayInstance } from '../../bench/mdrp/replay.ts';
 
 const FIXTURE = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'mdrp-excerpt');
 const PG = process.env.QD_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
 
-/** The store shared by the running node and the restarted one; only the test closes it. */
-function shared(store: EventStore): EventStore {
-  return {
-    init: () => store.init(),
-    append: (e, s) => store.append(e, s),
-    readStream: (s, a) => store.readStream(s, a),
-    saveSnapshots: (s) => store.saveSnapshots(s),
-    loadLive: () => store.loadLive(),
-    riderDailyStats: (r, d) => store.riderDailyStats(r, d),
-    close: async () => undefined,
-  };
-}
 
 const backends: Array<[string, () => Promise<EventStore>]> = [
   ['embedded PGlite', () => createEmbeddedStore({})],
@@ -42,7 +31,7 @@ for (const [name, open] of backends) {
       instance,
       async (matcher, clock) => {
         runningClock = clock;
-        running = await createEngine({ store: shared(store), clock, threads: false, config: { ...config, matcher } });
+        running = await createEngine({ store: keepOpen(store), clock, threads: false, config: { ...config, matcher } });
         return running;
       },
       {
@@ -59,7 +48,7 @@ for (const [name, open] of backends) {
 
           // A second node on the same log, as after a crash of the first.
           const restarted = await createEngine({
-            store: shared(store),
+            store: keepOpen(store),
             clock: new VirtualClock(runningClock!.now()),
             threads: false,
             config: { ...config, matcher: 'batch' },

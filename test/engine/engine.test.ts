@@ -2,7 +2,7 @@
 import t from 'tap';
 import type { Test } from 'tap';
 import { DispatchError, MemoryEventStore } from '../../engine/index.ts';
-import { rig, orderSpec, offset, STORE, drive, statuses, events, parentOf } from './harness.ts';
+import { rig, orderSpec, offset, keepOpen, STORE, drive, statuses, events, parentOf } from './harness.ts';
 
 async function rejectsWith(t: Test, p: Promise<unknown>, code: string, msg: string): Promise<void> {
   try {
@@ -337,15 +337,7 @@ t.test('a rider bound for a store is offered a second order from it, and deliver
 
 t.test('zone pauses survive a restart, and a zone resumed before it can be paused again durably', async (t) => {
   const store = new MemoryEventStore();
-  const keep = Object.assign(Object.create(null), {
-    init: () => store.init(),
-    append: (e: never, s: never) => store.append(e, s),
-    readStream: (s: string, a?: number) => store.readStream(s, a),
-    saveSnapshots: (s: never) => store.saveSnapshots(s),
-    loadLive: () => store.loadLive(),
-    riderDailyStats: (r: string, d: string) => store.riderDailyStats(r, d),
-    close: async () => undefined,
-  });
+  const keep = keepOpen(store);
   const cell = parentOf(STORE, 7);
   const a = await rig({ store: keep });
   await a.engine.pauseZone('old', [cell]);

@@ -46,6 +46,19 @@ export async function rig(
   };
 }
 
+/** A view of `store` whose close() does nothing: a node that "crashes" leaves the log to the next one. */
+export function keepOpen(store: EventStore): EventStore {
+  return {
+    init: () => store.init(),
+    append: (e, s) => store.append(e, s),
+    readStream: (st, after) => store.readStream(st, after),
+    saveSnapshots: (s) => store.saveSnapshots(s),
+    loadLive: () => store.loadLive(),
+    riderDailyStats: (r, d) => store.riderDailyStats(r, d),
+    close: async () => undefined,
+  };
+}
+
 /** A point `m` metres north and `e` metres east of `p`. */
 export function offset(p: LatLng, northM: number, eastM: number): LatLng {
   const dLat = northM / 111_320;

@@ -4,7 +4,7 @@ import type { Test } from 'tap';
 import { DispatchError, MemoryEventStore, VirtualClock } from '../../engine/index.ts';
 import type { EventStore, OrderView, RiderView } from '../../engine/index.ts';
 import { createPostgresStore } from '../../adapters/sql/index.ts';
-import { rig, offset, STORE, T0, type Rig } from './harness.ts';
+import { rig, offset, keepOpen, STORE, T0, type Rig } from './harness.ts';
 
 /** Small deterministic PRNG (mulberry32), so a failing seed can be replayed. */
 function rng(seed: number): () => number {
@@ -144,16 +144,9 @@ async function run(t: Test, store: EventStore, seed: number, shards: number): Pr
   // Riders here jump between waypoints: the teleport check is not what this test is about.
   const config = { shards, snapshotEvery: 4, offerTtlMs: 15_000, maxOfferAttempts: 4, riderCapacity: 1, maxSpeedMps: 5_000 };
   // The first node never closes its store: it "crashes" and a second node takes over the same log.
-  const keepOpen: EventStore = {
-    init: () => store.init(),
-    append: (e, s) => store.append(e, s),
-    readStream: (st, after) => store.readStream(st, after),
-    saveSnapshots: (s) => store.saveSnapshots(s),
-    loadLive: () => store.loadLive(),
-    riderDailyStats: (r, d) => store.riderDailyStats(r, d),
-    close: async () => undefined,
-  };
-  const r = await rig({ config, store: keepOpen, clock });
+  const shared = keepOpen(store);
+
+  const r = await rig({ config, store: shared, clock });
   const w: World = { r, rand: rng(seed), acked: new Map(), pos: new Map(), seq: new Map(), n: 0 };
   for (let i = 0; i < RIDERS; i++) {
     const p = offset(STORE, (w.rand() - 0.5) * 5000, (w.rand() - 0.5) * 5000);

@@ -359,3 +359,30 @@ t.test('zone pauses survive a restart, and a zone resumed before it can be pause
   t.equal((await b.engine.getOrder(spec.orderId)).status, 'offered');
   await b.engine.close();
 });
+
+t.test('nearby riders, nearest first; a busy rider cannot go offline', async (t) => {
+  const r = await rig();
+  const e = r.engine;
+  await e.riderOnline('r-far', { position: offset(STORE, 1500, 0) });
+  await e.riderOnline('r-near', { position: offset(STORE, 200, 0) });
+  await e.riderOnline('r-mid', { position: offset(STORE, 0, 700) });
+  await e.riderOnline('r-out', { position: offset(STORE, 9000, 0) });
+  await e.riderOnline('r-off', { position: offset(STORE, 100, 0) });
+  await e.riderOffline('r-off');
+  const near = await e.nearbyRiders(STORE, 2000, 10);
+  t.same(near.map((n) => n.riderId), ['r-near', 'r-mid', 'r-far'], 'within the radius, nearest first, offline riders left out');
+  t.ok(Math.abs(near[0].distanceM - 200) < 2, `distance in metres (${near[0].distanceM.toFixed(1)})`);
+  t.same((await e.nearbyRiders(STORE, 2000, 1)).map((n) => n.riderId), ['r-near'], 'limit');
+  await rejectsWith(t, e.nearbyRiders({ lat: 91, lng: 0 }, 100), 'QD_ERR_INVALID_ARGUMENT', 'position checked');
+  await rejectsWith(t, e.nearbyRiders(STORE, -1), 'QD_ERR_INVALID_ARGUMENT', 'radius checked');
+
+  const spec = orderSpec();
+  await e.createOrder(spec);
+  await r.advance(1_000);
+  await e.acceptOffer('r-near', spec.orderId);
+  await rejectsWith(t, e.riderOffline('r-near'), 'QD_ERR_RIDER_BUSY', 'a rider holding an order stays online');
+  await rejectsWith(t, e.riderBreak('r-near', true), 'QD_ERR_RIDER_BUSY', 'and cannot take a break');
+  t.equal((await e.riderOnline('r-near', {})).status, 'toPickup', 'going online again is harmless');
+  await rejectsWith(t, e.getRider('nobody'), 'QD_ERR_RIDER_NOT_FOUND', 'unknown rider');
+  await e.close();
+});

@@ -41,6 +41,7 @@ export interface RiderView {
   capacity: number;
   orderIds: string[];
   offer: { orderId: string; storeId: string; pickup: LatLng; dropoff: LatLng; expiresAt: number } | null;
+  /** Last known position; `ts` is the phone time of the last fix, 0 while only riderOnline placed it. */
   position: (LatLng & { ts: number }) | null;
   shard: number;
 }

@@ -17,6 +17,6 @@ export function haversineM(lat1: number, lng1: number, lat2: number, lng2: numbe
   const s1 = Math.sin(dLat * 0.5);
   const s2 = Math.sin(dLng * 0.5);
   const a = s1 * s1 + Math.cos(lat1 * RAD) * Math.cos(lat2 * RAD) * s2 * s2;
-  // Clamping guards against a rounding overshoot past 1 for antipodal points, which would make sqrt(1 - a) NaN.
-  return 2 * EARTH_RADIUS_M * Math.asin(Math.sqrt(a < 1 ? a : 1));
+  // Clamped: rounding can push a past 1 for antipodal points, and asin(>1) is NaN. Math.min keeps NaN input NaN.
+  return 2 * EARTH_RADIUS_M * Math.asin(Math.sqrt(Math.min(a, 1)));
 }

@@ -128,18 +128,23 @@ export class Fleet {
   #future = 0;
   #lookups = 0;
 
-  /** Throws RangeError on a bad resolution or a negative / non-finite limit. */
+  /** Throws RangeError on a bad resolution or capacity, or a negative / non-finite limit. */
   constructor(options: FleetOptions) {
     for (const k of ['maxSpeedMps', 'maxFutureSkewMs', 'cellRecomputeM', 'jitterM'] as const) {
       const v = options[k];
       if (v !== undefined && !(Number.isFinite(v) && v >= 0)) throw new RangeError(`fleet ${k} must be a non-negative number, got ${v}`);
     }
+    if (!Number.isInteger(options.indexRes) || options.indexRes < 0 || options.indexRes > 15) {
+      throw new RangeError(`fleet indexRes must be an H3 resolution 0..15, got ${options.indexRes}`);
+    }
+    const capacity = options.initialCapacity ?? DEFAULT_CAPACITY;
+    if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`fleet initialCapacity must be a positive integer, got ${capacity}`);
     this.indexRes = options.indexRes;
     this.maxSpeedMps = options.maxSpeedMps;
     this.maxFutureSkewMs = options.maxFutureSkewMs;
     this.cellRecomputeM = options.cellRecomputeM ?? CELL_RECOMPUTE_FRACTION * edgeLengthM(options.indexRes);
     this.jitterM = options.jitterM ?? DEFAULT_JITTER_M;
-    this.#capacity = Math.max(1, options.initialCapacity ?? DEFAULT_CAPACITY);
+    this.#capacity = capacity;
     this.#lat = new Float64Array(this.#capacity);
     this.#lng = new Float64Array(this.#capacity);
     this.#ts = new Float64Array(this.#capacity);

@@ -323,7 +323,8 @@ export class Shard {
 
   #riderEvent(riderId: string, event: RiderEvent, position?: LatLng): RiderView {
     const entry = this.#rider(riderId);
-    if (position) this.#fleet.place(riderId, position.lat, position.lng, this.#now, -1);
+    // Stamped at time 0 with no seq: the phone's own clock may run behind ours, and its first fix must count.
+    if (position) this.#fleet.place(riderId, position.lat, position.lng, 0, -1);
     this.#applyRider(riderId, entry, event);
     // A rider placed somewhere another shard owns moves there now.
     if (position) this.#maybeHandOff(riderId, entry);

@@ -78,19 +78,23 @@ export class SpatialIndex {
    * Riders found ring by ring from `origin` out to maxK, nearest ring first,
    * at most `limit` of them; a ring is only started while fewer than `limit`
    * were found. Within a ring the order is insertion order of each cell.
-   * Throws (from h3) on an invalid origin cell, RangeError on a negative maxK.
+   * Throws (from h3) on an invalid origin cell; a negative maxK finds nothing.
    */
   search(origin: Cell, opts: SearchOptions): RiderId[] {
     const { maxK, limit, accept } = opts;
     const out: RiderId[] = [];
     if (limit <= 0) return out;
     // The ring memo is asked only while the index holds someone: an empty shard never pays for h3.
-    if (this.#byCell.size === 0) return out;
-    for (let k = 0; k <= maxK; k++) {
+    const total = this.#cellOf.size;
+    if (total === 0) return out;
+    // Once every indexed rider was met, outer rings cannot add anyone: stop before asking for them.
+    let seen = 0;
+    for (let k = 0; k <= maxK && seen < total; k++) {
       const ring = this.#geometry.ring(origin, k);
       for (let i = 0; i < ring.length; i++) {
         const riders = this.#byCell.get(ring[i]);
         if (riders === undefined) continue;
+        seen += riders.size;
         for (const id of riders) {
           if (accept !== undefined && !accept(id)) continue;
           out.push(id);

@@ -231,6 +231,10 @@ t.test('bad input gets a clear error and changes nothing', async (t) => {
   await rejectsWith(t, e.riderOnline('', {}), 'QD_ERR_INVALID_ARGUMENT', 'empty rider id');
   await rejectsWith(t, e.riderOnline('x', { capacity: 0 }), 'QD_ERR_INVALID_ARGUMENT', 'capacity');
 
+  await e.riderOnline('late-phone', { position: STORE });
+  const behind = await e.ingestFixes([{ riderId: 'late-phone', lat: STORE.lat, lng: STORE.lng, ts: r.clock.now() - 90_000, seq: 1 }]);
+  t.equal(behind.accepted, 1, "a phone whose clock runs behind the engine's is not ignored");
+
   await e.riderOnline('gps', { position: STORE });
   const now = r.clock.now();
   const res = await e.ingestFixes([
@@ -252,7 +256,7 @@ t.test('bad input gets a clear error and changes nothing', async (t) => {
   const pos = (await e.getRider('gps')).position!;
   t.equal(pos.lng, STORE.lng + 0.0001, 'only the good fix moved the rider');
   const counters = await e.counters();
-  t.equal(counters.fixesAccepted, 1);
+  t.equal(counters.fixesAccepted, 2, 'both accepted fixes counted');
   t.equal(counters.fixesRejected.teleport, 1);
   await e.close();
 });

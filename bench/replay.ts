@@ -27,7 +27,7 @@ export interface EngineChoice {
   shards?: number;
   /** Shards on worker threads (the engine's default) or inline. */
   threads?: boolean;
-  /** Event store: the embedded default (PGlite in memory) or the plain memory store. */
+  /** Event store: the embedded default (PGlite in memory, on its own thread) or the plain memory store. */
   store?: 'pglite' | 'memory';
   /** Orders a courier may carry at once (bundles from one restaurant); the engine's default when absent. */
   capacity?: number;
@@ -40,11 +40,11 @@ export interface EngineChoice {
  */
 export async function engineFactoryFor(instance: MdrpInstance, choice: EngineChoice = {}): Promise<EngineFactory> {
   const { createEngine, MemoryEventStore } = await import('../engine/index.ts');
-  const { createEmbeddedStore } = await import('../adapters/sql/index.ts');
+  const { createThreadedEmbeddedStore } = await import('../adapters/sql/index.ts');
   return async (matcher, clock) =>
     createEngine({
       clock,
-      store: choice.store === 'memory' ? new MemoryEventStore() : await createEmbeddedStore({}),
+      store: choice.store === 'memory' ? new MemoryEventStore() : await createThreadedEmbeddedStore({}),
       threads: choice.threads,
       config: { ...replayEngineConfig(instance), matcher, ...(choice.shards === undefined ? {} : { shards: choice.shards }) },
     });

@@ -11,7 +11,7 @@ import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { createEngine, ScaledClock, SystemClock, type Clock, type EventStore } from '../engine/index.ts';
-import { createEmbeddedStore, createPostgresStore } from '../adapters/sql/index.ts';
+import { createPostgresStore, createThreadedEmbeddedStore } from '../adapters/sql/index.ts';
 import { runCitySim } from '../bench/sim/city.ts';
 
 const { values: args } = parseArgs({
@@ -46,8 +46,9 @@ const tickMs = positiveInt('tick-ms', args['tick-ms'], 250);
 
 let store: EventStore;
 if (args.postgres) store = await createPostgresStore({ connectionString: args.postgres });
-else if (args.memory) store = await createEmbeddedStore({});
-else store = await createEmbeddedStore({ dataDir: args['data-dir'] });
+// The embedded store writes on its own thread, so group commits never stall the coordinator.
+else if (args.memory) store = await createThreadedEmbeddedStore({});
+else store = await createThreadedEmbeddedStore({ dataDir: args['data-dir'] });
 
 const speed = Number(args.speed);
 if (!(Number.isFinite(speed) && speed > 0 && speed <= 1000)) {

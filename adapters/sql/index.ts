@@ -15,3 +15,4 @@ export type { EmbeddedStoreOptions } from './pglite.ts';
 
 // Schema
 export { DEFAULT_SCHEMA, SCHEMA_SQL, checkSchemaName, schemaStatements } from './schema.ts';
+export { ThreadedEmbeddedStore, createThreadedEmbeddedStore } from './threaded-store.ts';

@@ -11,7 +11,7 @@ import pg from 'pg';
 import { PGlite } from '@electric-sql/pglite';
 import { MemoryEventStore } from '../../engine/store/index.ts';
 import type { EventStore, StoredEvent } from '../../engine/store/index.ts';
-import { createEmbeddedStore, createPostgresStore, PgliteClient, PgClient, SqlEventStore } from '../../adapters/sql/index.ts';
+import { createEmbeddedStore, createPostgresStore, createThreadedEmbeddedStore, PgliteClient, PgClient, SqlEventStore } from '../../adapters/sql/index.ts';
 import type { SqlClient, SqlQueryable } from '../../adapters/sql/index.ts';
 import { eventStoreContract } from './event-store.contract.ts';
 
@@ -183,6 +183,25 @@ t.test('pglite in memory', async (t) => {
     t.same((await s.readStream('order:a')).map((e) => e.seq), [1]);
     await s.close();
     await rejects(t, createEmbeddedStore({ schema: 'bad name' }), 'a bad schema name is refused');
+  });
+});
+
+t.test('pglite on its own thread', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'qd-pglite-thread-'));
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  let n = 0;
+  const dirs = new Map<EventStore, string>();
+  const open = async (dir: string) => {
+    const s = await createThreadedEmbeddedStore({ dataDir: dir });
+    dirs.set(s, dir);
+    return s;
+  };
+  eventStoreContract(t, 'pglite-thread', () => open(join(root, `db${n++}`)), {
+    reopen: async (store) => {
+      const dir = dirs.get(store)!;
+      await store.close();
+      return open(dir);
+    },
   });
 });
 

@@ -12,6 +12,7 @@ import { parseArgs } from 'node:util';
 import { HaversineRouter, solveBatch, solveGreedy } from '../engine/dispatch/index.ts';
 import type { Assignment, MatchOptions, MatchOrder, MatchRider } from '../engine/dispatch/index.ts';
 import { percentile, writeResult } from './lib.ts';
+import { mulberry32 as rng } from './random.ts';
 
 const { values } = parseArgs({
   options: {
@@ -38,17 +39,6 @@ const HUBS = 60;
 const NOW = Date.UTC(2026, 10, 24, 7, 30); // 13:00 IST, the lunch peak
 const MIN = 60_000;
 
-/** Seeded PRNG (mulberry32): the same city every run, so figures compare across commits. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function setup(): { orders: MatchOrder[]; riders: Map<string, MatchRider> } {
   const rand = rng(Number(values.seed));

@@ -14,6 +14,7 @@ import { VirtualClock } from '../../engine/index.ts';
 import { CourierCrew, constantSpeedLegMs } from '../mdrp/courier.ts';
 import type { Point } from '../mdrp/courier.ts';
 import { PlaneProjection } from '../mdrp/instance.ts';
+import { mulberry32 } from '../random.ts';
 
 export interface CitySimOptions {
   riders: number;
@@ -224,14 +225,3 @@ function gaussian(random: () => number): number {
   return Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());
 }
 
-/** A small seedable PRNG, so a simulation can be repeated. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}

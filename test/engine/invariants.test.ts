@@ -5,17 +5,8 @@ import { DispatchError, MemoryEventStore, VirtualClock } from '../../engine/inde
 import type { EventStore, OrderView, RiderView } from '../../engine/index.ts';
 import { createPostgresStore } from '../../adapters/sql/index.ts';
 import { rig, offset, keepOpen, STORE, T0, type Rig } from './harness.ts';
+import { mulberry32 as rng } from '../../bench/random.ts';
 
-/** Small deterministic PRNG (mulberry32), so a failing seed can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(a ^ (a >>> 15), 1 | a);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const STORES = [STORE, offset(STORE, 2500, 1500), offset(STORE, -2000, 3000)];
 const RIDERS = 12;

@@ -10,21 +10,11 @@ import {
 } from '../../engine/dispatch/index.ts';
 import type { Assignment, MatchOptions, MatchOrder, MatchRider, TravelTimeRouter } from '../../engine/dispatch/index.ts';
 import { DispatchError } from '../../engine/errors.ts';
+import { mulberry32 as rng } from '../../bench/random.ts';
 
 const NOW = 1_700_000_000_000;
 const MIN = 60_000;
 
-/** Small seeded PRNG (mulberry32) so every random case can be replayed from its seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * Travel times from a table: rider r stands at lat = r, order o's store at lat = o,

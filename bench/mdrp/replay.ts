@@ -19,6 +19,7 @@
 import type { DispatchEngine, EngineConfig, OrderStatus, OrderUpdate } from '../../engine/index.ts';
 import { DispatchError, VirtualClock } from '../../engine/index.ts';
 import { CourierCrew, mdrpLegMs } from './courier.ts';
+import type { CrewCounters } from './courier.ts';
 import type { MdrpInstance } from './instance.ts';
 import { computeMetrics } from './metrics.ts';
 import type { CourierRecord, MatcherMetrics, OrderRecord } from './metrics.ts';
@@ -49,18 +50,13 @@ export interface ReplayOptions {
 }
 
 /** How the replay went, beyond the MDRP measures. */
-export interface ReplayDiagnostics {
+export interface ReplayDiagnostics
+  extends Pick<CrewCounters, 'fixesSent' | 'fixesAccepted' | 'fixesRejected' | 'offersAccepted' | 'offersDeclined' | 'offersLost'> {
   matcher: MatcherName;
   wallSeconds: number;
   steps: number;
   /** Minute of the day the replay stopped at. */
   endMinute: number;
-  fixesSent: number;
-  fixesAccepted: number;
-  fixesRejected: number;
-  offersAccepted: number;
-  offersDeclined: number;
-  offersLost: number;
   escalations: number;
   redispatches: number;
   pickupsAfterShiftEnd: number;

@@ -1,0 +1,892 @@
+/**
+ * The binary WebSocket protocol between the rider and customer apps and the
+ * gateway: the one place that names message types, their fields, the gateway's
+ * own error codes, close codes and limits. docs/protocol.md describes the same
+ * thing for app authors, and test/gateway/protocol.test.ts fails when the two
+ * disagree.
+ *
+ * A frame is ONE msgpack map with a numeric `t` (message type, below 128 so it
+ * is a one-byte positive fixint) and the message's fields. Frames are plain
+ * maps (`useRecords: false`) so any msgpack decoder on a phone can read them.
+ *
+ * Every message is described once, as data (`schemas`): decode validates
+ * against it, encode writes the fields it lists in its order, the docs test
+ * reads it, and the compiler checks it against the TypeScript interfaces.
+ */
+import { Packr } from 'msgpackr';
+import { DispatchError, ErrorCodes } from '../engine/index.ts';
+import type { ErrorCode, Fix, LatLng, OrderStatus, RiderStatus } from '../engine/index.ts';
+import type { Role } from './auth.ts';
+
+// ---------------------------------------------------------------- Version, types, roles
+
+/** Bumped on any change an existing app could not read; sent in `hello`. */
+export const PROTOCOL_VERSION = 1;
+
+/**
+ * Message type codes. Client messages are below 64, gateway messages 64 and
+ * up, so a code alone says which way a frame travels.
+ */
+export const MessageType = {
+  // app -> gateway
+  ping: 1,
+  fix: 2,
+  fixes: 3,
+  online: 4,
+  offline: 5,
+  break: 6,
+  accept: 7,
+  decline: 8,
+  arrived: 9,
+  pickedUp: 10,
+  delivered: 11,
+  follow: 20,
+  unfollow: 21,
+  // gateway -> app
+  hello: 64,
+  ack: 65,
+  error: 66,
+  pong: 67,
+  goAway: 68,
+  offer: 70,
+  offerGone: 71,
+  riderState: 72,
+  orderStatus: 80,
+  riderPosition: 81,
+} as const;
+
+export type MessageName = keyof typeof MessageType;
+export type MessageCode = (typeof MessageType)[MessageName];
+
+/** Roles that may open the app socket; operations and services use gRPC. */
+export type AppRole = Extract<Role, 'rider' | 'customer'>;
+export const AppRoles = ['rider', 'customer'] as const satisfies readonly AppRole[];
+
+// ---------------------------------------------------------------- Limits
+
+/** Protocol limits the gateway enforces and apps must respect (docs/protocol.md "Limits"). */
+export const Limits = {
+  /** Largest frame decode accepts; 500 fixes as tuples take about 17 KiB. */
+  maxFrameBytes: 32768,
+  maxIdLength: 64,
+  maxFixesPerFrame: 500,
+  maxOrderIds: 16,
+  maxOtpLength: 16,
+  maxProofRefLength: 256,
+  /** Longest error message text and other free text. */
+  maxTextLength: 512,
+  maxCapacity: 10,
+  /** Largest client sequence number `s` (a msgpack uint32). */
+  maxClientSeq: 4294967295,
+  /** Sustained frames per second per connection (token bucket refill), pings and fixes batches count as one. */
+  messagesPerSecond: 20,
+  /** Token bucket size: a reconnecting app may replay this many frames at once. */
+  messageBurst: 60,
+  connectionsPerUser: 3,
+  /** At most one riderPosition per followed order per interval. */
+  positionIntervalMs: 1000,
+  /** Outcomes remembered per session, for replays of an already answered `s`. */
+  replayWindow: 256,
+  /** How long a disconnected session (its last `s` and outcomes) is kept for resume. */
+  sessionTtlMs: 300000,
+  /** A connection silent this long is closed; apps ping when idle. */
+  idleTimeoutMs: 60000,
+  /** Malformed or refused frames tolerated on one connection before it is closed with PROTOCOL_VIOLATION. */
+  malformedFramesBeforeClose: 10,
+} as const;
+
+// ---------------------------------------------------------------- Errors and close codes
+
+/**
+ * Refusals that come from the gateway, not the engine. Engine refusals keep
+ * their `QD_ERR_*` code and one-byte `ws` code from engine/errors.ts (1..63);
+ * these start at 64 so the two never collide, and a field that fails
+ * validation is the engine's own QD_ERR_INVALID_ARGUMENT (1). Codes are never
+ * reused.
+ */
+export const GatewayErrorCodes = {
+  QD_ERR_MALFORMED_FRAME: { ws: 64, message: 'frame is not one msgpack map with an integer t' },
+  QD_ERR_UNKNOWN_MESSAGE_TYPE: { ws: 65, message: 'unknown message type' },
+  QD_ERR_PAYLOAD_TOO_LARGE: { ws: 66, message: 'frame exceeds the size limit' },
+  QD_ERR_RATE_LIMITED: { ws: 67, message: 'too many frames; retry after retryAfterMs' },
+  QD_ERR_ROLE_NOT_ALLOWED: { ws: 68, message: 'this message is not allowed for your role' },
+  QD_ERR_DUPLICATE_SEQUENCE: { ws: 69, message: 'command sequence already processed; outcome no longer held' },
+  QD_ERR_UNAUTHENTICATED: { ws: 70, message: 'authentication missing or expired' },
+} as const satisfies Record<string, { ws: number; message: string }>;
+
+export type GatewayErrorCode = keyof typeof GatewayErrorCodes;
+/** Every code an error frame may carry. */
+export type WireErrorCode = ErrorCode | GatewayErrorCode;
+
+/** WebSocket close codes (private-use range 4000-4999). */
+export const CloseCodes = {
+  AUTH_FAILED: 4001,
+  TOO_MANY_CONNECTIONS: 4002,
+  RATE_LIMITED: 4003,
+  PROTOCOL_VIOLATION: 4004,
+  GOING_AWAY: 4005,
+  SLOW_CONSUMER: 4006,
+} as const;
+export type CloseCodeName = keyof typeof CloseCodes;
+
+/** True for any engine or gateway error code. */
+export function isWireErrorCode(code: unknown): code is WireErrorCode {
+  return typeof code === 'string' && (Object.hasOwn(GatewayErrorCodes, code) || Object.hasOwn(ErrorCodes, code));
+}
+
+/** The one-byte code of an engine or gateway error code. */
+export function wsCodeOf(code: WireErrorCode): number {
+  return Object.hasOwn(GatewayErrorCodes, code) ? GatewayErrorCodes[code as GatewayErrorCode].ws : ErrorCodes[code as ErrorCode].ws;
+}
+
+const errorByWs = new Map<number, WireErrorCode>([
+  ...Object.entries(ErrorCodes).map(([k, d]) => [d.ws, k as WireErrorCode] as const),
+  ...Object.entries(GatewayErrorCodes).map(([k, d]) => [d.ws, k as WireErrorCode] as const),
+]);
+
+/** The `QD_ERR_*` code for a one-byte code, or undefined if none has it. */
+export function errorCodeOfWs(ws: number): WireErrorCode | undefined {
+  return errorByWs.get(ws);
+}
+
+// ---------------------------------------------------------------- Messages
+
+/** One GPS fix in a `fixes` batch: a tuple, a third the size of a map. */
+export type FixTuple = [lat: number, lng: number, ts: number, seq: number];
+export type ArrivalPlace = 'pickup' | 'dropoff';
+export type GoAwayReason = 'shutdown' | 'drain' | 'overload';
+/** expired: not answered in time; cancelled: the order was cancelled; void: the engine withdrew it (the order or rider changed). */
+export type OfferGoneReason = 'expired' | 'cancelled' | 'void';
+
+// app -> gateway. Every one but ping is a command and carries `s`.
+export interface PingMessage {
+  t: typeof MessageType.ping;
+  /** Client clock, echoed in pong for round-trip time. */
+  ts?: number;
+}
+export interface FixMessage {
+  t: typeof MessageType.fix;
+  s: number;
+  lat: number;
+  lng: number;
+  ts: number;
+  seq: number;
+}
+export interface FixesMessage {
+  t: typeof MessageType.fixes;
+  s: number;
+  fixes: FixTuple[];
+}
+export interface OnlineMessage {
+  t: typeof MessageType.online;
+  s: number;
+  capacity?: number;
+  position?: LatLng;
+  shiftEndsAt?: number;
+}
+export interface OfflineMessage {
+  t: typeof MessageType.offline;
+  s: number;
+}
+export interface BreakMessage {
+  t: typeof MessageType.break;
+  s: number;
+  on: boolean;
+}
+export interface AcceptMessage {
+  t: typeof MessageType.accept;
+  s: number;
+  orderId: string;
+}
+export interface DeclineMessage {
+  t: typeof MessageType.decline;
+  s: number;
+  orderId: string;
+}
+export interface ArrivedMessage {
+  t: typeof MessageType.arrived;
+  s: number;
+  orderId: string;
+  where: ArrivalPlace;
+}
+export interface PickedUpMessage {
+  t: typeof MessageType.pickedUp;
+  s: number;
+  orderId: string;
+}
+export interface DeliveredMessage {
+  t: typeof MessageType.delivered;
+  s: number;
+  orderId: string;
+  otp?: string;
+  proofRef?: string;
+}
+export interface FollowMessage {
+  t: typeof MessageType.follow;
+  s: number;
+  orderId: string;
+  /** Last status seq the app has seen; every later event is sent. Absent: the whole history. */
+  afterSeq?: number;
+}
+export interface UnfollowMessage {
+  t: typeof MessageType.unfollow;
+  s: number;
+  orderId: string;
+}
+
+// gateway -> app
+export interface HelloMessage {
+  t: typeof MessageType.hello;
+  v: number;
+  /** Server clock, epoch ms. */
+  now: number;
+  role: AppRole;
+  userId: string;
+  /** Session id to pass as `session` when reconnecting. */
+  session: string;
+  /** True when the session named on connect was still held. */
+  resumed: boolean;
+  /** Highest `s` processed in this session (0 for a new one). */
+  lastS: number;
+}
+/** What a command changed, so the app need not wait for the next state message. */
+export interface AckResult {
+  orderId?: string;
+  status?: OrderStatus | RiderStatus;
+  seq?: number;
+  accepted?: number;
+  stale?: number;
+  rejected?: number;
+}
+export interface AckMessage {
+  t: typeof MessageType.ack;
+  s: number;
+  /** Set when this answers a replayed `s` from memory; nothing was applied again. */
+  dup?: boolean;
+  result?: AckResult;
+}
+export interface ErrorMessage {
+  t: typeof MessageType.error;
+  /** The command that caused it; absent for connection-level errors. */
+  s?: number;
+  /** One-byte code (engine codes 1..63, gateway codes 64+). */
+  code: number;
+  /** The `QD_ERR_*` name of `code`. */
+  error: string;
+  message: string;
+  field?: string;
+  /** Current state of the order or rider, when the command did not fit it. */
+  state?: string;
+  retryAfterMs?: number;
+  dup?: boolean;
+}
+export interface PongMessage {
+  t: typeof MessageType.pong;
+  now: number;
+  ts?: number;
+}
+export interface GoAwayMessage {
+  t: typeof MessageType.goAway;
+  reason: GoAwayReason;
+  reconnectAfterMs: number;
+}
+export interface OfferMessage {
+  t: typeof MessageType.offer;
+  orderId: string;
+  storeId: string;
+  pickup: LatLng;
+  dropoff: LatLng;
+  expiresAt: number;
+}
+export interface OfferGoneMessage {
+  t: typeof MessageType.offerGone;
+  orderId: string;
+  reason: OfferGoneReason;
+}
+export interface RiderStateMessage {
+  t: typeof MessageType.riderState;
+  status: RiderStatus;
+  orderIds: string[];
+  seq: number;
+}
+export interface OrderStatusMessage {
+  t: typeof MessageType.orderStatus;
+  orderId: string;
+  seq: number;
+  status: OrderStatus;
+  /** The engine event that caused it: CREATED, OFFER, ACCEPT, ... */
+  event: string;
+  at: number;
+  riderId: string | null;
+  /** Estimated delivery time, epoch ms. */
+  eta?: number;
+}
+export interface RiderPositionMessage {
+  t: typeof MessageType.riderPosition;
+  orderId: string;
+  lat: number;
+  lng: number;
+  ts: number;
+}
+
+export type ClientMessage =
+  | PingMessage
+  | FixMessage
+  | FixesMessage
+  | OnlineMessage
+  | OfflineMessage
+  | BreakMessage
+  | AcceptMessage
+  | DeclineMessage
+  | ArrivedMessage
+  | PickedUpMessage
+  | DeliveredMessage
+  | FollowMessage
+  | UnfollowMessage;
+/** Client messages that carry `s` and get exactly one ack or error. */
+export type ClientCommand = Exclude<ClientMessage, PingMessage>;
+export type ServerMessage =
+  | HelloMessage
+  | AckMessage
+  | ErrorMessage
+  | PongMessage
+  | GoAwayMessage
+  | OfferMessage
+  | OfferGoneMessage
+  | RiderStateMessage
+  | OrderStatusMessage
+  | RiderPositionMessage;
+export type Message = ClientMessage | ServerMessage;
+
+export type MessageOf<N extends MessageName> = Extract<Message, { t: (typeof MessageType)[N] }>;
+type NameOfCode<C> = { [N in MessageName]: (typeof MessageType)[N] extends C ? N : never }[MessageName];
+export type ClientMessageName = NameOfCode<ClientMessage['t']>;
+export type ServerMessageName = NameOfCode<ServerMessage['t']>;
+
+/** Which roles may send each client message; the gateway refuses others with QD_ERR_ROLE_NOT_ALLOWED. */
+export const clientMessageRoles: { readonly [N in ClientMessageName]: readonly AppRole[] } = {
+  ping: ['rider', 'customer'],
+  fix: ['rider'],
+  fixes: ['rider'],
+  online: ['rider'],
+  offline: ['rider'],
+  break: ['rider'],
+  accept: ['rider'],
+  decline: ['rider'],
+  arrived: ['rider'],
+  pickedUp: ['rider'],
+  delivered: ['rider'],
+  follow: ['customer'],
+  unfollow: ['customer'],
+};
+
+// ---------------------------------------------------------------- Field schemas
+
+const ORDER_STATUSES = [
+  'awaitingPayment',
+  'confirmed',
+  'searching',
+  'offered',
+  'assigned',
+  'atPickup',
+  'pickedUp',
+  'atDropoff',
+  'delivered',
+  'cancelled',
+  'escalated',
+] as const satisfies readonly OrderStatus[];
+const RIDER_STATUSES = [
+  'offline',
+  'available',
+  'offered',
+  'toPickup',
+  'atPickup',
+  'toDropoff',
+  'atDropoff',
+  'onBreak',
+] as const satisfies readonly RiderStatus[];
+// Compile-time: the lists above name every engine status, so a new status cannot be refused on the wire by omission.
+const orderStatusesComplete: [Exclude<OrderStatus, (typeof ORDER_STATUSES)[number]>] extends [never] ? true : false = true;
+const riderStatusesComplete: [Exclude<RiderStatus, (typeof RIDER_STATUSES)[number]>] extends [never] ? true : false = true;
+void orderStatusesComplete;
+void riderStatusesComplete;
+
+/** Latest epoch ms a JavaScript Date can hold. */
+const MAX_TIME = 8_640_000_000_000_000;
+
+/** A refusal found while validating; thrown inside decode only and always caught there. */
+class Fault {
+  constructor(
+    readonly code: WireErrorCode,
+    readonly message: string,
+    readonly field?: string,
+  ) {}
+}
+
+function bad(field: string, reason: string): never {
+  // Same wording as the engine's invalidArgument ('invalid {field}: {reason}').
+  throw new Fault('QD_ERR_INVALID_ARGUMENT', `invalid ${field}: ${reason}`, field);
+}
+
+interface Field<T> {
+  /** Shown in docs/protocol.md's field tables; the docs test compares it. */
+  readonly type: string;
+  readonly optional: boolean;
+  /** Returns the value to keep, or throws a Fault naming `path`. `strict` refuses unknown keys in nested maps. */
+  readonly check: (v: unknown, path: string, strict: boolean) => T;
+  /** Rebuilds a nested value for encoding with only the keys the protocol lists (no undefined, no extras). */
+  readonly wire?: (v: T) => unknown;
+}
+type Check<T> = Omit<Field<T>, 'optional'>;
+
+const req = <T>(c: Check<T>): Field<T> & { optional: false } => ({ ...c, optional: false });
+const opt = <T>(c: Check<T>): Field<T> & { optional: true } => ({ ...c, optional: true });
+
+function isPlainMap(v: unknown): v is Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
+  const proto = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
+}
+
+/** Own property only: a decoded map inherits from Object.prototype, and `toString` is not a field. */
+function own(obj: Record<string, unknown>, key: string): unknown {
+  return Object.hasOwn(obj, key) ? obj[key] : undefined;
+}
+
+function str(min: number, max: number): Check<string> {
+  return {
+    type: `string(${min}..${max})`,
+    check(v, path) {
+      if (typeof v !== 'string') bad(path, 'must be a string');
+      if (v.length < min || v.length > max) bad(path, `length must be ${min}..${max}`);
+      return v;
+    },
+  };
+}
+
+function int(min: number, max: number, type = `int(${min}..${max})`): Check<number> {
+  return {
+    type,
+    check(v, path) {
+      if (typeof v !== 'number' || !Number.isInteger(v)) bad(path, 'must be an integer');
+      if (v < min || v > max) bad(path, `must be in [${min}, ${max}]`);
+      return v;
+    },
+  };
+}
+
+function float(min: number, max: number): Check<number> {
+  return {
+    type: `float(${min}..${max})`,
+    check(v, path) {
+      if (typeof v !== 'number' || !Number.isFinite(v)) bad(path, 'must be a finite number');
+      if (v < min || v > max) bad(path, `must be in [${min}, ${max}]`);
+      return v;
+    },
+  };
+}
+
+const bool: Check<boolean> = {
+  type: 'bool',
+  check(v, path) {
+    if (typeof v !== 'boolean') bad(path, 'must be a boolean');
+    return v;
+  },
+};
+
+function oneOf<const V extends string>(values: readonly V[], type = values.join('/')): Check<V> {
+  return {
+    type,
+    check(v, path) {
+      if (typeof v !== 'string' || !(values as readonly string[]).includes(v)) bad(path, `must be one of ${values.join(', ')}`);
+      return v as V;
+    },
+  };
+}
+
+function orNil<T>(c: Check<T>): Check<T | null> {
+  return { type: `${c.type} or nil`, check: (v, path, strict) => (v === null ? null : c.check(v, path, strict)) };
+}
+
+const id = str(1, Limits.maxIdLength);
+const lat = float(-90, 90);
+const lng = float(-180, 180);
+const time = int(0, MAX_TIME, 'epoch ms');
+const count = int(0, Number.MAX_SAFE_INTEGER, 'uint');
+const clientSeq = int(1, Limits.maxClientSeq);
+
+type Entries = ReadonlyArray<readonly [string, Field<unknown>]>;
+
+/**
+ * Validates a map against its fields and returns a fresh object holding only
+ * them. nil for an optional field means absent: many phone encoders write
+ * nil for unset optionals.
+ */
+function readMap(obj: Record<string, unknown>, entries: Entries, prefix: string, strict: boolean, skip?: string): Record<string, unknown> {
+  if (strict) {
+    for (const k of Object.keys(obj)) {
+      if (k !== skip && !entries.some(([name]) => name === k)) bad(prefix + k, 'unknown field');
+    }
+  }
+  const out: Record<string, unknown> = {};
+  for (const [name, field] of entries) {
+    const v = own(obj, name);
+    const path = prefix + name;
+    if (v === undefined || (v === null && field.optional)) {
+      if (!field.optional) bad(path, 'is required');
+      continue;
+    }
+    out[name] = field.check(v, path, strict);
+  }
+  return out;
+}
+
+/** Fields of a nested map, encoded with only the keys listed. */
+function nested<T extends object>(type: string, fields: { [K in keyof T]-?: Field<Exclude<T[K], undefined>> }): Check<T> {
+  const entries = Object.entries(fields) as unknown as Entries;
+  return {
+    type,
+    check(v, path, strict) {
+      if (!isPlainMap(v)) bad(path, 'must be a map');
+      return readMap(v, entries, `${path}.`, strict) as T;
+    },
+    wire(v) {
+      const out: Record<string, unknown> = {};
+      for (const [name] of entries) {
+        const x = (v as Record<string, unknown>)[name];
+        if (x !== undefined) out[name] = x;
+      }
+      return out;
+    },
+  };
+}
+
+const latLng = nested<LatLng>('{lat, lng}', { lat: req(lat), lng: req(lng) });
+
+const ackResult = nested<AckResult>('AckResult', {
+  orderId: opt(id),
+  status: opt(oneOf([...new Set([...ORDER_STATUSES, ...RIDER_STATUSES])], 'OrderStatus/RiderStatus')),
+  seq: opt(count),
+  accepted: opt(count),
+  stale: opt(count),
+  rejected: opt(count),
+});
+
+const FIX_PARTS = ['lat', 'lng', 'ts', 'seq'] as const;
+const fixParts = [lat, lng, time, count] as const;
+
+const fixTuples: Check<FixTuple[]> = {
+  type: `[lat, lng, ts, seq][] (1..${Limits.maxFixesPerFrame})`,
+  check(v, path, strict) {
+    if (!Array.isArray(v)) bad(path, 'must be an array');
+    if (v.length < 1 || v.length > Limits.maxFixesPerFrame) bad(path, `must hold 1..${Limits.maxFixesPerFrame} fixes`);
+    const out: FixTuple[] = new Array(v.length);
+    for (let i = 0; i < v.length; i++) {
+      const f: unknown = v[i];
+      if (!Array.isArray(f) || f.length !== 4) bad(`${path}[${i}]`, 'must be [lat, lng, ts, seq]');
+      const tuple = [0, 0, 0, 0] as FixTuple;
+      for (let j = 0; j < 4; j++) tuple[j] = fixParts[j].check(f[j], `${path}[${i}].${FIX_PARTS[j]}`, strict);
+      out[i] = tuple;
+    }
+    return out;
+  },
+};
+
+function idList(max: number): Check<string[]> {
+  return {
+    type: `string[] (0..${max})`,
+    check(v, path, strict) {
+      if (!Array.isArray(v)) bad(path, 'must be an array');
+      if (v.length > max) bad(path, `must hold at most ${max} ids`);
+      return v.map((x, i) => id.check(x, `${path}[${i}]`, strict));
+    },
+  };
+}
+
+/** Requires one field spec per interface field (minus `t`), optional exactly where the interface says so. */
+type FieldsOf<M> = {
+  [K in Exclude<keyof M, 't'>]-?: undefined extends M[K] ? Field<Exclude<M[K], undefined>> & { optional: true } : Field<M[K]> & { optional: false };
+};
+
+const S = req(clientSeq);
+const ORDER = req(id);
+
+/** Every message's fields, in wire order. */
+const schemas: { readonly [N in MessageName]: FieldsOf<MessageOf<N>> } = {
+  ping: { ts: opt(time) },
+  fix: { s: S, lat: req(lat), lng: req(lng), ts: req(time), seq: req(count) },
+  fixes: { s: S, fixes: req(fixTuples) },
+  online: { s: S, capacity: opt(int(1, Limits.maxCapacity)), position: opt(latLng), shiftEndsAt: opt(time) },
+  offline: { s: S },
+  break: { s: S, on: req(bool) },
+  accept: { s: S, orderId: ORDER },
+  decline: { s: S, orderId: ORDER },
+  arrived: { s: S, orderId: ORDER, where: req(oneOf(['pickup', 'dropoff'] as const)) },
+  pickedUp: { s: S, orderId: ORDER },
+  delivered: { s: S, orderId: ORDER, otp: opt(str(1, Limits.maxOtpLength)), proofRef: opt(str(1, Limits.maxProofRefLength)) },
+  follow: { s: S, orderId: ORDER, afterSeq: opt(count) },
+  unfollow: { s: S, orderId: ORDER },
+
+  hello: {
+    v: req(int(1, 127)),
+    now: req(time),
+    role: req(oneOf(AppRoles)),
+    userId: req(id),
+    session: req(id),
+    resumed: req(bool),
+    lastS: req(int(0, Limits.maxClientSeq)),
+  },
+  ack: { s: S, dup: opt(bool), result: opt(ackResult) },
+  error: {
+    s: opt(clientSeq),
+    code: req(int(1, 127)),
+    error: req(id),
+    message: req(str(0, Limits.maxTextLength)),
+    field: opt(id),
+    state: opt(id),
+    retryAfterMs: opt(count),
+    dup: opt(bool),
+  },
+  pong: { now: req(time), ts: opt(time) },
+  goAway: { reason: req(oneOf(['shutdown', 'drain', 'overload'] as const)), reconnectAfterMs: req(count) },
+  offer: { orderId: ORDER, storeId: req(id), pickup: req(latLng), dropoff: req(latLng), expiresAt: req(time) },
+  offerGone: { orderId: ORDER, reason: req(oneOf(['expired', 'cancelled', 'void'] as const)) },
+  riderState: { status: req(oneOf(RIDER_STATUSES, 'RiderStatus')), orderIds: req(idList(Limits.maxOrderIds)), seq: req(count) },
+  orderStatus: {
+    orderId: ORDER,
+    seq: req(count),
+    status: req(oneOf(ORDER_STATUSES, 'OrderStatus')),
+    event: req(id),
+    at: req(time),
+    riderId: req(orNil(id)),
+    eta: opt(time),
+  },
+  riderPosition: { orderId: ORDER, lat: req(lat), lng: req(lng), ts: req(time) },
+};
+
+interface Spec {
+  name: MessageName;
+  client: boolean;
+  command: boolean;
+  entries: Entries;
+}
+
+const specByCode = new Map<number, Spec>();
+for (const name of Object.keys(MessageType) as MessageName[]) {
+  const client = Object.hasOwn(clientMessageRoles, name);
+  specByCode.set(MessageType[name], {
+    name,
+    client,
+    command: client && name !== 'ping',
+    entries: Object.entries(schemas[name]) as unknown as Entries,
+  });
+}
+
+/** The name of a message type code, or undefined. */
+export function messageName(code: number): MessageName | undefined {
+  return specByCode.get(code)?.name;
+}
+
+/** True for messages apps send (the ones in clientMessageRoles). */
+export function isClientMessageName(name: MessageName): name is ClientMessageName {
+  return specByCode.get(MessageType[name])!.client;
+}
+
+/** Whether `role` may send this client message. */
+export function roleMaySend(role: Role, msg: ClientMessage | ClientMessageName): boolean {
+  // Defensive for untyped callers: a gateway message or unknown type is allowed to no one.
+  const name = typeof msg === 'string' ? msg : specByCode.get(msg.t)?.name;
+  if (name === undefined || !Object.hasOwn(clientMessageRoles, name)) return false;
+  return (clientMessageRoles[name as ClientMessageName] as readonly Role[]).includes(role);
+}
+
+/** A message's fields as docs/protocol.md lists them (name, type, optional), `t` excluded. */
+export function messageFields(name: MessageName): Array<{ name: string; type: string; optional: boolean }> {
+  return specByCode.get(MessageType[name])!.entries.map(([n, f]) => ({ name: n, type: f.type, optional: f.optional }));
+}
+
+// ---------------------------------------------------------------- Encode / decode
+
+// Plain maps, never msgpackr records, so any msgpack decoder can read our frames.
+const packr = new Packr({ useRecords: false });
+
+/**
+ * Encodes one message as a msgpack map: `t` first, then the schema's fields
+ * in order; undefined fields are left out (msgpackr would otherwise write an
+ * extension only msgpackr can read). It trusts its input: the gateway builds
+ * these from engine views, and tests decode what it sends.
+ * @throws TypeError for a `t` that is no message type (a programming error).
+ */
+export function encode(msg: Message): Uint8Array {
+  const spec = specByCode.get(msg.t);
+  if (!spec) throw new TypeError(`unknown message type ${String((msg as { t: unknown }).t)}`);
+  const src = msg as unknown as Record<string, unknown>;
+  const out: Record<string, unknown> = { t: msg.t };
+  for (const [name, field] of spec.entries) {
+    const v = src[name];
+    if (v !== undefined) out[name] = field.wire ? field.wire(v) : v;
+  }
+  return packr.pack(out);
+}
+
+export interface DecodeFailure {
+  ok: false;
+  code: WireErrorCode;
+  message: string;
+  /** The field at fault (`fixes[3].lat`, `position.lng`, `t`). */
+  field?: string;
+  /** The command's `s` when it could be read, so the error frame can name the command. */
+  s?: number;
+  /** The message type when it could be read. */
+  t?: number;
+}
+export type DecodeResult<M extends Message = Message> = { ok: true; msg: M } | DecodeFailure;
+/** Who sent the frame: the gateway decodes with 'client' and refuses gateway-only types. */
+export type Sender = 'client' | 'server';
+
+function failure(code: WireErrorCode, message: string, field?: string, s?: number, t?: number): DecodeFailure {
+  const f: DecodeFailure = { ok: false, code, message };
+  if (field !== undefined) f.field = field;
+  if (s !== undefined) f.s = s;
+  if (t !== undefined) f.t = t;
+  return f;
+}
+
+/** fixmap, map16, map32: the only first bytes a frame may have. */
+function isMapHeader(b: number): boolean {
+  return (b >= 0x80 && b <= 0x8f) || b === 0xde || b === 0xdf;
+}
+
+/**
+ * Decodes and validates one frame. Never throws, whatever the bytes: it
+ * returns the message, or a failure with the error code, a message and the
+ * field at fault. Client messages are strict (an unknown field is refused);
+ * gateway messages drop unknown fields, so a gateway may add optional fields
+ * without breaking apps on the same protocol version.
+ */
+export function decode(bytes: ArrayBuffer | Uint8Array): DecodeResult;
+export function decode(bytes: ArrayBuffer | Uint8Array, from: 'client'): DecodeResult<ClientMessage>;
+export function decode(bytes: ArrayBuffer | Uint8Array, from: 'server'): DecodeResult<ServerMessage>;
+export function decode(bytes: ArrayBuffer | Uint8Array, from?: Sender): DecodeResult {
+  let view: Uint8Array;
+  if (bytes instanceof Uint8Array) view = bytes;
+  else if (bytes instanceof ArrayBuffer) view = new Uint8Array(bytes);
+  else return failure('QD_ERR_MALFORMED_FRAME', 'frame must be binary');
+  if (view.byteLength === 0) return failure('QD_ERR_MALFORMED_FRAME', 'empty frame');
+  // Checked before decoding so a large frame costs nothing to refuse.
+  if (view.byteLength > Limits.maxFrameBytes) {
+    return failure('QD_ERR_PAYLOAD_TOO_LARGE', `frame of ${view.byteLength} bytes exceeds ${Limits.maxFrameBytes}`);
+  }
+  if (!isMapHeader(view[0])) return failure('QD_ERR_MALFORMED_FRAME', 'frame is not a msgpack map');
+  let raw: unknown;
+  try {
+    raw = packr.unpack(view);
+  } catch (err) {
+    // msgpackr's text can quote the data; keep it short.
+    const why = err instanceof Error ? err.message : String(err);
+    return failure('QD_ERR_MALFORMED_FRAME', `not one msgpack map: ${why.slice(0, 80)}`);
+  }
+  if (!isPlainMap(raw)) return failure('QD_ERR_MALFORMED_FRAME', 'frame is not a msgpack map');
+
+  const t = own(raw, 't');
+  if (t === undefined) return failure('QD_ERR_MALFORMED_FRAME', 'missing message type t', 't');
+  if (typeof t !== 'number' || !Number.isInteger(t)) return failure('QD_ERR_MALFORMED_FRAME', 'message type t must be an integer', 't');
+  const spec = specByCode.get(t);
+  if (!spec) return failure('QD_ERR_UNKNOWN_MESSAGE_TYPE', `unknown message type ${t}`, 't', undefined, t);
+  if ((from === 'client' && !spec.client) || (from === 'server' && spec.client)) {
+    return failure('QD_ERR_UNKNOWN_MESSAGE_TYPE', `${spec.name} (${t}) is not sent by a ${from}`, 't', undefined, t);
+  }
+  // Read s before the other fields, so a refusal can still be matched to its command.
+  const sv = own(raw, 's');
+  const s = typeof sv === 'number' && Number.isInteger(sv) && sv >= 1 && sv <= Limits.maxClientSeq ? sv : undefined;
+  try {
+    const fields = readMap(raw, spec.entries, '', spec.client, 't');
+    return { ok: true, msg: { t, ...fields } as unknown as Message };
+  } catch (err) {
+    if (err instanceof Fault) return failure(err.code, err.message, err.field, s, t);
+    // A bug in a check, not bad input: still an answer, never a throw.
+    return failure('QD_ERR_MALFORMED_FRAME', `could not validate: ${err instanceof Error ? err.message : String(err)}`, undefined, s, t);
+  }
+}
+
+/** Engine fixes from a `fix` or `fixes` message of rider `riderId`. */
+export function fixesOf(riderId: string, msg: FixMessage | FixesMessage): Fix[] {
+  if (msg.t === MessageType.fix) return [{ riderId, lat: msg.lat, lng: msg.lng, ts: msg.ts, seq: msg.seq }];
+  return msg.fixes.map(([la, ln, ts, seq]) => ({ riderId, lat: la, lng: ln, ts, seq }));
+}
+
+// ---------------------------------------------------------------- Error frames
+
+const clip = (text: string, max: number) => (text.length > max ? text.slice(0, max) : text);
+
+function isDecodeFailure(v: unknown): v is DecodeFailure {
+  return isPlainMap(v) && v.ok === false && typeof v.code === 'string' && typeof v.message === 'string';
+}
+
+function build(code: WireErrorCode, message: string, extra: { s?: number; field?: unknown; state?: unknown; retryAfterMs?: number }): ErrorMessage {
+  const frame: ErrorMessage = { t: MessageType.error, code: wsCodeOf(code), error: code, message: clip(message, Limits.maxTextLength) };
+  if (extra.s !== undefined) frame.s = extra.s;
+  // Clipped to what decode accepts, so an app never refuses our own error frame.
+  if (typeof extra.field === 'string' && extra.field.length > 0) frame.field = clip(extra.field, Limits.maxIdLength);
+  if (typeof extra.state === 'string' && extra.state.length > 0) frame.state = clip(extra.state, Limits.maxIdLength);
+  if (extra.retryAfterMs !== undefined) frame.retryAfterMs = Math.max(0, Math.ceil(extra.retryAfterMs));
+  return frame;
+}
+
+/**
+ * The error frame for a failed command: a DispatchError keeps its code,
+ * message and the `field`/`state` from its details; a DecodeFailure keeps its
+ * code, message, field and `s`; anything else is QD_ERR_INTERNAL with a
+ * generic message, since an unexpected error's text may hold internals (log
+ * it, do not send it).
+ */
+export function errorFrame(err: unknown, s?: number): ErrorMessage {
+  if (err instanceof DispatchError && Object.hasOwn(ErrorCodes, err.code)) {
+    return build(err.code, err.message, { s, field: err.details.field, state: err.details.state });
+  }
+  if (isDecodeFailure(err) && isWireErrorCode(err.code)) {
+    return build(err.code, err.message, { s: s ?? err.s, field: err.field });
+  }
+  return build('QD_ERR_INTERNAL', 'internal error', { s });
+}
+
+/** An error frame for a gateway refusal (rate limit, role, duplicate, auth...). */
+export function gatewayErrorFrame(
+  code: GatewayErrorCode,
+  options: { s?: number; message?: string; field?: string; retryAfterMs?: number } = {},
+): ErrorMessage {
+  return build(code, options.message ?? GatewayErrorCodes[code].message, options);
+}
+
+// ---------------------------------------------------------------- Logging
+
+/** Never written to logs. */
+const REDACTED = new Set(['otp']);
+
+function show(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.length}]`;
+  if (isPlainMap(v)) {
+    return `{${Object.entries(v)
+      .map(([k, x]) => `${k}=${show(x)}`)
+      .join(' ')}}`;
+  }
+  return typeof v === 'string' ? JSON.stringify(v) : String(v);
+}
+
+/**
+ * One line for logs: name, then the fields in wire order. Arrays show their
+ * length (a fixes batch is not worth a log line per fix) and the delivery
+ * OTP is masked.
+ */
+export function describe(msg: Message): string {
+  const spec = specByCode.get(msg.t);
+  if (!spec) return `unknown(t=${String((msg as { t: unknown }).t)})`;
+  const src = msg as unknown as Record<string, unknown>;
+  const parts: string[] = [spec.name];
+  for (const [name] of spec.entries) {
+    const v = src[name];
+    if (v === undefined) continue;
+    parts.push(`${name}=${REDACTED.has(name) ? '***' : name === 'orderIds' ? `[${(v as string[]).join(',')}]` : show(v)}`);
+  }
+  return parts.join(' ');
+}

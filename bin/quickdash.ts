@@ -3,7 +3,10 @@
  * store on local disk, shards on worker threads, live clock). With --sim it
  * also drives a simulated city and prints a live one-line summary.
  *
- *   npm start -- [--sim] [--riders N] [--orders-per-minute N] [--shards N]
+ * The rider/customer WebSocket gateway listens on --port (default 8080) at /v1/ws,
+ * with /healthz, /readyz and /metrics beside it.
+ *
+ *   npm start -- [--sim] [--port N] [--host H] [--riders N] [--orders-per-minute N] [--shards N]
  *                [--data-dir DIR | --memory | --postgres URL] [--duration SECONDS]
  *                [--speed N]   (the simulated city runs N times faster than real time)
  */
@@ -13,6 +16,7 @@ import pino from 'pino';
 import { createEngine, ScaledClock, SystemClock, type Clock, type EventStore } from '../engine/index.ts';
 import { createPostgresStore, createThreadedEmbeddedStore } from '../adapters/sql/index.ts';
 import { runCitySim } from '../bench/sim/city.ts';
+import { authConfigFromEnv, developmentAuthConfig, startGateway } from '../gateway/index.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -26,6 +30,8 @@ const { values: args } = parseArgs({
     duration: { type: 'string' },
     'tick-ms': { type: 'string', default: '250' },
     speed: { type: 'string', default: '1' },
+    port: { type: 'string', default: '8080' },
+    host: { type: 'string', default: '127.0.0.1' },
   },
 });
 
@@ -62,6 +68,16 @@ if (speed !== 1 && !args.sim) {
 const clock: Clock = speed === 1 ? new SystemClock() : new ScaledClock(speed);
 const engine = await createEngine({ store, clock, config: { shards }, logger: log });
 log.info({ shards, store: args.postgres ? 'postgres' : args.memory ? 'pglite-memory' : `pglite:${args['data-dir']}` }, 'QuickDash node started');
+
+// Without a configured key the gateway accepts development tokens only (npm run token), and says so.
+const auth = process.env.QD_JWT_SECRET || process.env.QD_JWT_PUBLIC_KEY ? authConfigFromEnv() : developmentAuthConfig();
+if (!process.env.QD_JWT_SECRET && !process.env.QD_JWT_PUBLIC_KEY) log.warn('QD_JWT_SECRET is not set: the gateway accepts development tokens (npm run token)');
+const port = Number(args.port);
+if (!Number.isInteger(port) || port < 0 || port > 65535) {
+  console.error(`--port must be 0..65535, got ${args.port}`);
+  process.exit(2);
+}
+const gateway = await startGateway({ engine, auth, host: args.host, port, logger: log });
 
 let ticking = false;
 const ticker = setInterval(() => {
@@ -103,6 +119,7 @@ async function shutdown(signal: string): Promise<void> {
   if (stopping) return;
   stopping = true;
   log.info({ signal }, 'shutting down');
+  await gateway.drain();
   clearInterval(ticker);
   if (summary) clearInterval(summary);
   if (sim) {

@@ -5,7 +5,7 @@
 
 // Server
 export { Gateway, startGateway } from './server.ts';
-export type { GatewayOptions } from './server.ts';
+export type { GatewayOptions, GatewayTuning } from './server.ts';
 
 // Authentication
 export { authConfigFromEnv, canFollowOrder, developmentAuthConfig, signToken, verifyToken } from './auth.ts';

@@ -34,7 +34,29 @@ export interface GatewayOptions {
   /** 0 picks a free port. */
   port?: number;
   logger?: Logger;
+  /** Overrides of the flow-control settings (tests shrink them to reach the edges quickly). */
+  tuning?: Partial<GatewayTuning>;
 }
+
+/** Flow control of one gateway. The defaults are the published Limits. */
+export interface GatewayTuning {
+  /** At most one riderPosition per followed order per interval. */
+  positionIntervalMs: number;
+  /** Buffered bytes beyond which rider positions wait (only the latest is kept); status frames still go. */
+  positionBackpressureBytes: number;
+  /** Buffered bytes beyond which a reader is too slow even for status frames: closed with SLOW_CONSUMER. */
+  slowConsumerBytes: number;
+  messagesPerSecond: number;
+  messageBurst: number;
+}
+
+const DEFAULT_TUNING: GatewayTuning = {
+  positionIntervalMs: Limits.positionIntervalMs,
+  positionBackpressureBytes: 64 * 1024,
+  slowConsumerBytes: 4 * 1024 * 1024,
+  messagesPerSecond: Limits.messagesPerSecond,
+  messageBurst: Limits.messageBurst,
+};
 
 /** What a client session remembers so a reconnecting app can replay its queue safely. */
 interface Session {
@@ -45,6 +67,27 @@ interface Session {
   expiresAt: number;
 }
 
+/**
+ * One customer socket following one order. Positions reach it pushed from the
+ * rider's own fixes (leading edge at once, then the latest at the end of each
+ * interval), so a fix is seen within milliseconds, never more than once an
+ * interval, and a backlogged reader only ever gets the newest.
+ */
+interface Follow {
+  ws: Socket;
+  orderId: string;
+  /** The rider carrying the order while it is assigned and not yet delivered; null otherwise. */
+  riderId: string | null;
+  unsub: Unsubscribe;
+  lastSentAt: number;
+  lastTs: number;
+  pending: { lat: number; lng: number; ts: number } | null;
+  timer: NodeJS.Timeout | null;
+}
+
+/** Order statuses during which the customer sees the rider move. */
+const TRACKED = new Set(['assigned', 'atPickup', 'pickedUp', 'atDropoff']);
+
 interface Conn {
   id: string;
   principal: Principal & { role: AppRole };
@@ -54,19 +97,14 @@ interface Conn {
   malformed: number;
   /** Commands of one connection run one after another, in `s` order. */
   chain: Promise<void>;
-  follows: Map<string, Unsubscribe>;
+  follows: Map<string, Follow>;
   riderUnsub: Unsubscribe | null;
   offerOrderId: string | null;
-  lastPosition: Map<string, number>;
   closed: boolean;
 }
 
 type Socket = Uws.WebSocket<Conn>;
 
-/** Buffered bytes beyond which rider positions are skipped for a socket (status frames still go). */
-const POSITION_BACKPRESSURE_BYTES = 64 * 1024;
-/** Buffered bytes beyond which a reader is too slow even for status frames. */
-const SLOW_CONSUMER_BYTES = 4 * 1024 * 1024;
 
 export class Gateway {
   readonly metrics = new Registry();
@@ -78,6 +116,9 @@ export class Gateway {
   readonly #sessions = new Map<string, Session>();
   readonly #byUser = new Map<string, Set<Socket>>();
   readonly #sockets = new Set<Socket>();
+  /** Who follows the orders each rider carries: a rider's fix fans out to these. */
+  readonly #followersOf = new Map<string, Set<Follow>>();
+  readonly #tuning: GatewayTuning;
   #listen: Uws.us_listen_socket | null = null;
   #port = 0;
   #draining = false;
@@ -88,6 +129,7 @@ export class Gateway {
     this.#engine = options.engine;
     this.#auth = options.auth;
     this.#log = options.logger ?? pino({ level: process.env.QD_LOG_LEVEL ?? 'info' });
+    this.#tuning = { ...DEFAULT_TUNING, ...options.tuning };
     const r = this.metrics;
     this.#m = {
       connections: r.gauge('quickdash_ws_connections', 'Open WebSocket connections by role'),
@@ -96,6 +138,8 @@ export class Gateway {
       fixes: r.counter('quickdash_fixes_accepted_total', 'GPS fixes accepted by the engine'),
       authFailures: r.counter('quickdash_ws_auth_failures_total', 'Connections refused at upgrade, by reason'),
       commandSeconds: r.histogram('quickdash_command_seconds', 'Time from a command frame to its ack', [0.001, 0.005, 0.02, 0.1, 0.5, 2]),
+      positions: r.counter('quickdash_ws_positions_total', 'Rider positions sent to customers, by how they were sent'),
+      slow: r.counter('quickdash_ws_slow_consumers_total', 'Connections closed because they read too slowly'),
     };
     this.#app = this.#uws.App();
     this.#routes();
@@ -112,7 +156,7 @@ export class Gateway {
         if (!s) return reject(new Error(`gateway could not listen on ${host}:${port}`));
         this.#listen = s;
         this.#port = this.#uws.us_socket_local_port(s);
-        this.#positionTimer = setInterval(() => void this.#pushPositions(), Limits.positionIntervalMs);
+        this.#positionTimer = setInterval(() => void this.#pollPositions(), this.#tuning.positionIntervalMs);
         this.#positionTimer.unref();
         this.#log.info({ port: this.#port }, 'gateway listening');
         resolve(this.#port);
@@ -155,7 +199,8 @@ export class Gateway {
     this.#app.ws<Conn>('/v1/ws', {
       maxPayloadLength: Limits.maxFrameBytes,
       idleTimeout: Limits.idleTimeoutMs / 1000,
-      maxBackpressure: SLOW_CONSUMER_BYTES,
+      // Above our own limit, so uWS never silently drops a frame: #send closes the socket first.
+      maxBackpressure: this.#tuning.slowConsumerBytes + Limits.maxFrameBytes * 2,
       sendPingsAutomatically: true,
       upgrade: (res, req, context) => this.#upgrade(res, req, context),
       open: (ws) => this.#open(ws as Socket),
@@ -201,14 +246,13 @@ export class Gateway {
       id: randomUUID().slice(0, 8),
       principal: p as Principal & { role: AppRole },
       session,
-      tokens: Limits.messageBurst,
+      tokens: this.#tuning.messageBurst,
       refilledAt: now,
       malformed: 0,
       chain: Promise.resolve(),
       follows: new Map(),
       riderUnsub: null,
       offerOrderId: null,
-      lastPosition: new Map(),
       closed: false,
     };
     (conn as Conn & { resumed: boolean }).resumed = session.id === wanted;
@@ -247,7 +291,7 @@ export class Gateway {
     c.closed = true;
     this.#sockets.delete(ws);
     this.#byUser.get(c.session.userId)?.delete(ws);
-    for (const unsub of c.follows.values()) unsub();
+    for (const f of c.follows.values()) this.#dropFollow(f);
     c.follows.clear();
     c.riderUnsub?.();
     c.session.expiresAt = Date.now() + Limits.sessionTtlMs;
@@ -257,7 +301,10 @@ export class Gateway {
   #send(ws: Socket, msg: Message): boolean {
     const c = ws.getUserData();
     if (c.closed) return false;
-    if (ws.getBufferedAmount() > SLOW_CONSUMER_BYTES) {
+    if (ws.getBufferedAmount() > this.#tuning.slowConsumerBytes) {
+      this.#m.slow.inc();
+      this.#log.warn({ conn: c.id, user: c.session.userId, buffered: ws.getBufferedAmount() }, 'slow consumer closed');
+      c.closed = true;
       ws.end(CloseCodes.SLOW_CONSUMER, 'reader too slow');
       return false;
     }
@@ -271,12 +318,13 @@ export class Gateway {
     const c = ws.getUserData();
     const now = Date.now();
     // Token bucket per connection.
-    c.tokens = Math.min(Limits.messageBurst, c.tokens + ((now - c.refilledAt) / 1000) * Limits.messagesPerSecond);
+    const { messageBurst, messagesPerSecond } = this.#tuning;
+    c.tokens = Math.min(messageBurst, c.tokens + ((now - c.refilledAt) / 1000) * messagesPerSecond);
     c.refilledAt = now;
     if (c.tokens < 1) {
       this.#m.refused.inc({ code: 'QD_ERR_RATE_LIMITED' });
-      this.#send(ws, gatewayErrorFrame('QD_ERR_RATE_LIMITED', { retryAfterMs: Math.ceil(1000 / Limits.messagesPerSecond) }));
-      if (c.tokens < -Limits.messageBurst) ws.end(CloseCodes.RATE_LIMITED, 'rate limit');
+      this.#send(ws, gatewayErrorFrame('QD_ERR_RATE_LIMITED', { retryAfterMs: Math.ceil(1000 / messagesPerSecond) }));
+      if (c.tokens < -messageBurst) ws.end(CloseCodes.RATE_LIMITED, 'rate limit');
       c.tokens -= 1;
       return;
     }
@@ -337,8 +385,10 @@ export class Gateway {
     switch (msg.t) {
       case MessageType.fix:
       case MessageType.fixes: {
-        const r = await e.ingestFixes(fixesOf(me, msg));
+        const fixes = fixesOf(me, msg);
+        const r = await e.ingestFixes(fixes);
         this.#m.fixes.inc(undefined, r.accepted);
+        if (r.accepted > 0) this.#riderMoved(me, fixes);
         return { accepted: r.accepted, stale: r.stale, rejected: r.rejected.length };
       }
       case MessageType.online: {
@@ -374,9 +424,9 @@ export class Gateway {
       case MessageType.follow:
         return this.#follow(ws, c, msg.orderId, msg.afterSeq);
       case MessageType.unfollow: {
-        c.follows.get(msg.orderId)?.();
+        const f = c.follows.get(msg.orderId);
+        if (f) this.#dropFollow(f);
         c.follows.delete(msg.orderId);
-        c.lastPosition.delete(msg.orderId);
         return { orderId: msg.orderId };
       }
       default:
@@ -389,15 +439,45 @@ export class Gateway {
     const order = await this.#engine.getOrder(orderId);
     // Someone else's order is answered as not found, so ids can't be probed.
     if (!canFollowOrder(c.principal, order)) throw new DispatchError('QD_ERR_ORDER_NOT_FOUND', { orderId });
-    c.follows.get(orderId)?.();
-    const unsub = this.#engine.watchOrder(orderId, (u) => this.#onOrder(ws, u), afterSeq ?? 0);
-    c.follows.set(orderId, unsub);
+    const previous = c.follows.get(orderId);
+    if (previous) this.#dropFollow(previous);
+    const f: Follow = { ws, orderId, riderId: null, unsub: () => {}, lastSentAt: 0, lastTs: 0, pending: null, timer: null };
+    c.follows.set(orderId, f);
+    this.#setCarrier(f, TRACKED.has(order.status) ? order.riderId : null);
+    f.unsub = this.#engine.watchOrder(orderId, (u) => this.#onOrder(f, u), afterSeq ?? 0);
     return { orderId, status: order.status, seq: order.seq };
+  }
+
+  /** Files a follow under the rider now carrying its order (or none). */
+  #setCarrier(f: Follow, riderId: string | null): void {
+    if (f.riderId === riderId) return;
+    if (f.riderId !== null) {
+      const set = this.#followersOf.get(f.riderId);
+      set?.delete(f);
+      if (set?.size === 0) this.#followersOf.delete(f.riderId);
+    }
+    f.riderId = riderId;
+    if (riderId !== null) {
+      let set = this.#followersOf.get(riderId);
+      if (!set) this.#followersOf.set(riderId, (set = new Set()));
+      set.add(f);
+    } else {
+      f.pending = null;
+    }
+  }
+
+  #dropFollow(f: Follow): void {
+    f.unsub();
+    if (f.timer) clearTimeout(f.timer);
+    f.timer = null;
+    this.#setCarrier(f, null);
   }
 
   // ------------------------------------------------------------ frames out
 
-  #onOrder(ws: Socket, u: OrderUpdate): void {
+  #onOrder(f: Follow, u: OrderUpdate): void {
+    const ws = f.ws;
+    this.#setCarrier(f, TRACKED.has(u.order.status) ? u.order.riderId : null);
     this.#send(ws, {
       t: MessageType.orderStatus,
       orderId: u.orderId,
@@ -426,24 +506,62 @@ export class Gateway {
     this.#send(ws, { t: MessageType.riderState, status: r.status, orderIds: r.orderIds.slice(0, Limits.maxOrderIds), seq: r.seq });
   }
 
-  /** At most one position per followed order per interval; skipped for readers with a backlog. */
-  async #pushPositions(): Promise<void> {
-    for (const ws of this.#sockets) {
-      const c = ws.getUserData();
-      if (c.closed || c.follows.size === 0) continue;
-      if (ws.getBufferedAmount() > POSITION_BACKPRESSURE_BYTES) continue;
-      for (const orderId of c.follows.keys()) {
-        try {
-          const order = await this.#engine.getOrder(orderId);
-          if (!order.riderId || !['assigned', 'atPickup', 'pickedUp', 'atDropoff'].includes(order.status)) continue;
-          const rider = await this.#engine.getRider(order.riderId);
-          const p = rider.position;
-          if (!p || p.ts === c.lastPosition.get(orderId)) continue;
-          c.lastPosition.set(orderId, p.ts);
-          this.#send(ws, { t: MessageType.riderPosition, orderId, lat: p.lat, lng: p.lng, ts: p.ts });
-        } catch (err) {
-          this.#log.debug({ err, orderId }, 'position push skipped');
-        }
+  /** A rider's fixes were accepted: its followers see the newest one. */
+  #riderMoved(riderId: string, fixes: ReturnType<typeof fixesOf>): void {
+    const followers = this.#followersOf.get(riderId);
+    if (!followers) return;
+    let last = fixes[0]!;
+    for (const f of fixes) if (f.ts > last.ts) last = f;
+    for (const f of followers) this.#offerPosition(f, { lat: last.lat, lng: last.lng, ts: last.ts }, 'push');
+  }
+
+  /**
+   * Sends a position now if the interval since the last one has passed and the
+   * reader keeps up; otherwise keeps it as the one to send at the next chance,
+   * replacing any older one: a slow reader only ever gets the latest.
+   */
+  #offerPosition(f: Follow, p: { lat: number; lng: number; ts: number }, how: 'push' | 'poll' | 'trailing'): void {
+    const c = f.ws.getUserData();
+    if (c.closed || p.ts <= f.lastTs) return;
+    const now = Date.now();
+    const due = f.lastSentAt + this.#tuning.positionIntervalMs;
+    if (now >= due && f.ws.getBufferedAmount() <= this.#tuning.positionBackpressureBytes) {
+      f.pending = null;
+      f.lastSentAt = now;
+      f.lastTs = p.ts;
+      this.#m.positions.inc({ how });
+      this.#send(f.ws, { t: MessageType.riderPosition, orderId: f.orderId, lat: p.lat, lng: p.lng, ts: p.ts });
+      return;
+    }
+    f.pending = p;
+    if (f.timer) return;
+    f.timer = setTimeout(() => {
+      f.timer = null;
+      const latest = f.pending;
+      f.pending = null;
+      if (latest && f.riderId !== null) this.#offerPosition(f, latest, 'trailing');
+    }, now < due ? due - now : Math.max(this.#tuning.positionIntervalMs / 4, 10));
+    f.timer.unref();
+  }
+
+  /**
+   * Fixes that did not come through this gateway (another gateway, a backend,
+   * the simulator) are picked up once an interval for followers that have had
+   * nothing pushed for longer than that.
+   */
+  async #pollPositions(): Promise<void> {
+    const now = Date.now();
+    const stale = this.#tuning.positionIntervalMs * 2;
+    for (const [riderId, followers] of this.#followersOf) {
+      let waiting = false;
+      for (const f of followers) if (now - f.lastSentAt > stale) waiting = true;
+      if (!waiting) continue;
+      try {
+        const p = (await this.#engine.getRider(riderId)).position;
+        if (!p) continue;
+        for (const f of followers) if (now - f.lastSentAt > stale) this.#offerPosition(f, p, 'poll');
+      } catch (err) {
+        this.#log.debug({ err, riderId }, 'position poll skipped');
       }
     }
   }

@@ -7,6 +7,7 @@
 /** gRPC status numbers (grpc/status.h), kept here so the engine needs no transport import. */
 export const GrpcStatus = {
   INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
   NOT_FOUND: 5,
   ALREADY_EXISTS: 6,
   PERMISSION_DENIED: 7,
@@ -15,6 +16,7 @@ export const GrpcStatus = {
   ABORTED: 10,
   UNAVAILABLE: 14,
   INTERNAL: 13,
+  UNAUTHENTICATED: 16,
 } as const;
 
 interface ErrorDef {
@@ -54,6 +56,22 @@ export const ErrorCodes = {
   QD_ERR_STORE_UNAVAILABLE: { message: 'event store unavailable: {reason}', grpc: GrpcStatus.UNAVAILABLE, ws: 14 },
   QD_ERR_SHUTTING_DOWN: { message: 'engine is shutting down', grpc: GrpcStatus.UNAVAILABLE, ws: 15 },
   QD_ERR_INTERNAL: { message: 'internal error: {reason}', grpc: GrpcStatus.INTERNAL, ws: 16 },
+  QD_ERR_STORE_NOT_FOUND: { message: 'store {storeId} not found', grpc: GrpcStatus.NOT_FOUND, ws: 17 },
+  QD_ERR_STORE_CLOSED: { message: 'store {storeId} is closed: {reason}', grpc: GrpcStatus.FAILED_PRECONDITION, ws: 18 },
+  QD_ERR_PRODUCT_NOT_FOUND: { message: 'product {productId} is not sold at store {storeId}', grpc: GrpcStatus.NOT_FOUND, ws: 19 },
+  QD_ERR_OUT_OF_STOCK: {
+    message: 'only {available} of product {productId} left at store {storeId}, {requested} asked',
+    grpc: GrpcStatus.FAILED_PRECONDITION,
+    ws: 20,
+  },
+  QD_ERR_IDEMPOTENCY_CONFLICT: {
+    message: 'idempotency key {key} was already used for a different request',
+    grpc: GrpcStatus.ALREADY_EXISTS,
+    ws: 21,
+  },
+  QD_ERR_PAYMENT_PROVIDER: { message: 'payment provider refused or failed: {reason}', grpc: GrpcStatus.UNAVAILABLE, ws: 22 },
+  QD_ERR_PAYMENT_TIMEOUT: { message: 'payment provider did not answer within {timeoutMs} ms', grpc: GrpcStatus.DEADLINE_EXCEEDED, ws: 23 },
+  QD_ERR_PERMISSION_DENIED: { message: 'role {role} may not {action}', grpc: GrpcStatus.PERMISSION_DENIED, ws: 24 },
 } as const satisfies Record<string, ErrorDef>;
 
 export type ErrorCode = keyof typeof ErrorCodes;

@@ -35,6 +35,9 @@ export type { ErrorCode } from './errors.ts';
 export type { Cell, Fix, LatLng, OrderId, OrderSpec, OrderStatus, PaymentMode, RiderId, RiderStatus, StoreId } from './types.ts';
 export type { CancelledBy } from './order/events.ts';
 
+// Catalog and payment ports
+export type { CatalogPort, OrderLine, PaymentIntent, PaymentsPort, Refund, Reservation, StoreInfo } from './ports.ts';
+
 // Durability port
 export { MemoryEventStore } from './store/index.ts';
 export type { EventStore, LiveStream, RiderDailyStats, RiderStatsDelta, Snapshot, StoredEvent } from './store/index.ts';

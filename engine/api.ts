@@ -18,6 +18,8 @@ export interface OrderView {
   pickup: LatLng;
   dropoff: LatLng;
   payment: OrderSpec['payment'];
+  /** The provider's payment id once a prepaid order's payment was captured. */
+  paymentId: string | null;
   riderId: RiderId | null;
   offer: { riderId: RiderId; expiresAt: number } | null;
   createdAt: number;

@@ -35,6 +35,10 @@ export type { ErrorCode } from './errors.ts';
 export type { Cell, Fix, LatLng, OrderId, OrderSpec, OrderStatus, PaymentMode, RiderId, RiderStatus, StoreId } from './types.ts';
 export type { CancelledBy } from './order/events.ts';
 
+// Order intake: reservations, payments and compensations around the engine
+export { DEFAULT_PRICING, OrderIntake, deliveryFee, surgeFactor } from './intake/index.ts';
+export type { FeeBreakdown, OrderIntakeOptions, PlaceOrderRequest, PlacedOrder, PricingConfig, Quote } from './intake/index.ts';
+
 // Catalog and payment ports
 export type { CatalogPort, OrderLine, PaymentIntent, PaymentsPort, Refund, Reservation, StoreInfo } from './ports.ts';
 

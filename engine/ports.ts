@@ -75,6 +75,11 @@ export interface PaymentsPort {
    * QD_ERR_PAYMENT_PROVIDER, never hangs.
    */
   createIntent(orderId: string, amountPaise: number, currency: string): Promise<PaymentIntent>;
-  /** Refunds a captured payment in full. Idempotent per order. Same errors as createIntent. */
-  refund(orderId: string, paymentId: string, amountPaise: number): Promise<Refund>;
+  /** The intent opened for an order, or null if none was. */
+  intentOf(orderId: string): Promise<PaymentIntent | null>;
+  /**
+   * Refunds a captured payment: `amountPaise` of it, or all of it when
+   * omitted. Idempotent per order. Same errors as createIntent.
+   */
+  refund(orderId: string, paymentId: string, amountPaise?: number): Promise<Refund>;
 }

@@ -15,6 +15,7 @@ export function orderViewOf(snap: SnapshotFrom<typeof orderMachine>, seq: number
     pickup: c.pickup,
     dropoff: c.dropoff,
     payment: c.payment,
+    paymentId: c.paymentId,
     riderId: c.riderId,
     offer: c.offer ? { riderId: c.offer.riderId, expiresAt: c.offer.expiresAt } : null,
     createdAt: c.createdAt,

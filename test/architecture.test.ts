@@ -44,11 +44,19 @@ t.test('engine imports no other layer', async (t) => {
   }
 });
 
-t.test('adapters import the engine only through its index', async (t) => {
+t.test('adapters import the engine only through its index, and protos', async (t) => {
   for (const file of sources(join(root, 'adapters'))) {
     for (const target of importsOf(file)) {
       const layer = layerOf(target);
-      t.ok(layer === 'adapters' || target === 'engine/index.ts', `${relative(root, file)} imports ${target}`);
+      t.ok(layer === 'adapters' || layer === 'protos' || target === 'engine/index.ts', `${relative(root, file)} imports ${target}`);
+    }
+  }
+});
+
+t.test('protos import only themselves and the engine index', async (t) => {
+  for (const file of sources(join(root, 'protos'))) {
+    for (const target of importsOf(file)) {
+      t.ok(layerOf(target) === 'protos' || target === 'engine/index.ts', `${relative(root, file)} imports ${target}`);
     }
   }
 });

@@ -8,11 +8,15 @@ export { createEngine } from './engine.ts';
 export type { EngineOptions } from './engine.ts';
 export type {
   DispatchEngine,
+  DispatchLatency,
   EngineCounters,
   FixRejection,
   FixRejectReason,
   IngestResult,
   NearbyRider,
+  OperationsOrder,
+  OperationsRider,
+  OperationsSnapshot,
   OrderUpdate,
   OrderView,
   RiderOnlineOptions,
@@ -40,7 +44,7 @@ export { DEFAULT_PRICING, OrderIntake, deliveryFee, surgeFactor } from './intake
 export type { FeeBreakdown, OrderIntakeOptions, PlaceOrderRequest, PlacedOrder, PricingConfig, Quote } from './intake/index.ts';
 
 // Catalog and payment ports
-export type { CatalogPort, OrderLine, PaymentIntent, PaymentsPort, Refund, Reservation, StoreInfo } from './ports.ts';
+export type { CatalogPort, OrderLine, PaymentIntent, PaymentsPort, Refund, Reservation, ReservationRecord, StoreInfo } from './ports.ts';
 
 // Durability port
 export { MemoryEventStore } from './store/index.ts';

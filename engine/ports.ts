@@ -35,6 +35,16 @@ export interface Reservation {
   store: StoreInfo;
 }
 
+/** What the catalog holds for an order, and whether it is still held, given back or sold. */
+export interface ReservationRecord {
+  orderId: string;
+  storeId: StoreId;
+  status: 'reserved' | 'released' | 'committed';
+  lines: Array<OrderLine & { unitPricePaise: number }>;
+  totalPaise: number;
+  createdAt: number;
+}
+
 export interface CatalogPort {
   /** The store, with `open` evaluated at `at` (epoch ms). Throws QD_ERR_STORE_NOT_FOUND. */
   getStore(storeId: StoreId, at: number): Promise<StoreInfo>;
@@ -47,6 +57,8 @@ export interface CatalogPort {
    * QD_ERR_INVALID_ARGUMENT (field: items).
    */
   reserve(orderId: string, storeId: StoreId, lines: OrderLine[], at: number): Promise<Reservation>;
+  /** What was reserved for an order, or null if nothing ever was. */
+  reservationOf(orderId: string): Promise<ReservationRecord | null>;
   /** Puts an order's reserved stock back. Idempotent; a no-op for an order that reserved nothing. */
   release(orderId: string): Promise<void>;
   /** The order was delivered: its reservation becomes a sale and can no longer be released. Idempotent. */

@@ -98,6 +98,68 @@ export interface EngineCounters {
   matcherRuns: number;
   handoffs: number;
   eventsCommitted: number;
+  /**
+   * Requests waiting in the coordinator or awaiting a shard's reply, per shard
+   * (a batch of fixes counts as one), as they stood when counters() was called.
+   */
+  shardQueueDepth: number[];
+  /** Time from an order starting to search to a rider accepting it, in engine-clock ms. */
+  dispatchLatency: DispatchLatency;
+}
+
+/** Dispatch latency as Prometheus-style cumulative buckets plus the latest samples for percentiles. */
+export interface DispatchLatency {
+  /** Upper bounds of the buckets in ms, ascending. */
+  bucketsMs: number[];
+  /** Samples at or below each bound since the engine started (cumulative, like a Prometheus histogram). */
+  counts: number[];
+  count: number;
+  sumMs: number;
+  /** The most recent samples, oldest first (a bounded window). */
+  recentMs: number[];
+}
+
+/** An online rider as operations see it. */
+export interface OperationsRider {
+  riderId: RiderId;
+  /** Never 'offline': offline riders are left out. */
+  status: RiderStatus;
+  /** Last known position; null until riderOnline placed the rider or a fix arrived. */
+  position: LatLng | null;
+  /**
+   * The rider's H3 cell at the engine's index resolution, as the spatial index
+   * holds it (recomputed after moving a tenth of a cell edge, so it may lag
+   * the position near an edge); null without a position.
+   */
+  cell: Cell | null;
+  orderIds: string[];
+  shard: number;
+}
+
+/** A live (not delivered, not cancelled) order as operations see it. */
+export interface OperationsOrder {
+  orderId: string;
+  status: OrderStatus;
+  storeId: string;
+  pickup: LatLng;
+  dropoff: LatLng;
+  /** H3 cell of the pickup at the engine's index resolution. */
+  pickupCell: Cell;
+  /** The assigned rider; null until one accepts. */
+  riderId: RiderId | null;
+  /** The rider holding an unanswered offer, if any. */
+  offeredTo: RiderId | null;
+  createdAt: number;
+}
+
+/** Every online rider and live order, gathered from all shards in one request each. */
+export interface OperationsSnapshot {
+  /** Engine clock when it was gathered. */
+  at: number;
+  /** H3 resolution of `cell` and `pickupCell`. */
+  indexRes: number;
+  riders: OperationsRider[];
+  orders: OperationsOrder[];
 }
 
 export interface RiderOnlineOptions {
@@ -142,6 +204,8 @@ export interface DispatchEngine {
   resumeZone(zoneId: string): Promise<void>;
   riderStats(riderId: RiderId, day: string): Promise<RiderDailyStats>;
   counters(): Promise<EngineCounters>;
+  /** Every online rider and live order, for the operations map; one request per shard. */
+  operationsSnapshot(): Promise<OperationsSnapshot>;
 
   /** Runs due timers and matcher windows up to the clock's now; a live node calls it on an interval, a replay after each step. */
   tick(): Promise<void>;

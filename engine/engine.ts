@@ -9,11 +9,13 @@ import { createActor } from 'xstate';
 import pino, { type Logger } from 'pino';
 import type {
   DispatchEngine,
+  DispatchLatency,
   EngineCounters,
   FixRejection,
   FixRejectReason,
   IngestResult,
   NearbyRider,
+  OperationsSnapshot,
   OrderUpdate,
   OrderView,
   RiderOnlineOptions,
@@ -29,10 +31,10 @@ import { orderMachine } from './order/index.ts';
 import type { RiderEvent } from './rider/index.ts';
 import type { EventStore, LiveStream, RiderDailyStats, StoredEvent } from './store/event-store.ts';
 import { GroupCommitter } from './store/group-commit.ts';
-import type { Cell, Fix, LatLng, OrderSpec } from './types.ts';
+import type { Cell, Fix, LatLng, OrderSpec, OrderStatus } from './types.ts';
 import { ShardMap, cellOf } from './geo/index.ts';
 import { InlineShardHost, WorkerShardHost, type ShardHost } from './shard/host.ts';
-import type { FixBatchResult, Route, ShardOp, ShardOutput, ShardReply, ShardRequest, ShardResult } from './shard/protocol.ts';
+import type { FixBatchResult, Route, ShardOp, ShardOperations, ShardOutput, ShardReply, ShardRequest, ShardResult } from './shard/protocol.ts';
 import { orderViewOf } from './views.ts';
 
 export interface EngineOptions {
@@ -88,6 +90,9 @@ class Engine implements DispatchEngine {
   readonly #riderWatchers = new Map<string, Set<(u: RiderUpdate) => void>>();
   readonly #allRiderWatchers = new Set<(u: RiderUpdate) => void>();
   readonly #counters = { fixesAccepted: 0, fixesStale: 0, fixesRejected: {} as Record<string, number>, handoffs: 0, eventsCommitted: 0 };
+  /** When each order still waiting for a rider started searching (engine clock), for dispatch latency. */
+  readonly #searchingSince = new Map<string, number>();
+  readonly #dispatchLatency = new LatencyRecorder(DISPATCH_BUCKETS_MS, DISPATCH_RECENT_SAMPLES);
   #closing = false;
   #fatal: Error | null = null;
 
@@ -191,8 +196,10 @@ class Engine implements DispatchEngine {
       this.#track(this.#store.saveSnapshots(out.snapshots).catch((err) => this.#log.warn({ err }, 'snapshot save failed')));
     }
     for (const u of out.updates) {
-      if (u.kind === 'order') this.#emitOrder({ orderId: u.view.orderId, seq: u.event.seq, event: u.event.type, at: u.event.at, order: u.view });
-      else this.#emitRider({ riderId: u.view.riderId, seq: u.event.seq, event: u.event.type, at: u.event.at, rider: u.view });
+      if (u.kind === 'order') {
+        this.#trackDispatch(u.view.orderId, u.view.status, u.event.at);
+        this.#emitOrder({ orderId: u.view.orderId, seq: u.event.seq, event: u.event.type, at: u.event.at, order: u.view });
+      } else this.#emitRider({ riderId: u.view.riderId, seq: u.event.seq, event: u.event.type, at: u.event.at, rider: u.view });
     }
     for (const route of out.routes) this.#track(this.#deliverRoute(route));
     if (out.ghosts) for (const g of out.ghosts) this.#track(this.#call(g.to, { op: 'ghosts', from: shardId, riders: g.riders }));
@@ -259,7 +266,10 @@ class Engine implements DispatchEngine {
       const shard = this.#shardOfStream(stream);
       if (shard === null) continue;
       // A stream with nothing durable never existed: the shard drops it and so does the directory.
-      if (stored.length === 0 && stream.startsWith('order:')) this.#orderShard.delete(stream.slice(6));
+      if (stored.length === 0 && stream.startsWith('order:')) {
+        this.#orderShard.delete(stream.slice(6));
+        this.#searchingSince.delete(stream.slice(6));
+      }
       if (stream.startsWith('rider:')) rids[stream.slice(6)] = this.#riders.get(stream.slice(6))!.rid;
       const list = byShard.get(shard) ?? [];
       list.push({ stream, snapshot: null, events: stored });
@@ -272,6 +282,24 @@ class Engine implements DispatchEngine {
     if (stream.startsWith('order:')) return this.#orderShard.get(stream.slice(6)) ?? null;
     if (stream.startsWith('rider:')) return this.#riders.get(stream.slice(6))?.shard ?? null;
     return null;
+  }
+
+  /**
+   * Dispatch latency from durable order changes: the clock starts when an
+   * order begins searching (again, after a release) and stops when a rider
+   * accepts; declined and expired offers stay inside the measured time.
+   * An order recovered mid-search after a restart has no start and is not sampled.
+   */
+  #trackDispatch(orderId: string, status: OrderStatus, at: number): void {
+    if (status === 'searching') {
+      if (!this.#searchingSince.has(orderId)) this.#searchingSince.set(orderId, at);
+    } else if (status === 'assigned') {
+      const since = this.#searchingSince.get(orderId);
+      if (since !== undefined) this.#dispatchLatency.observe(at - since);
+      this.#searchingSince.delete(orderId);
+    } else if (status === 'delivered' || status === 'cancelled') {
+      this.#searchingSince.delete(orderId);
+    }
   }
 
   // ------------------------------------------------------------ watchers
@@ -674,6 +702,8 @@ class Engine implements DispatchEngine {
   }
 
   async counters(): Promise<EngineCounters> {
+    // Read before our own requests join the queues.
+    const shardQueueDepth = this.#queued.map((q, s) => q.requests.length + this.#sent[s].reduce((n, b) => n + b.requests.length, 0));
     const per = await Promise.all(this.#hosts.map((h) => this.#call<Record<string, number>>(h.id, { op: 'counters' })));
     const sum = (k: string) => per.reduce((a, c) => a + (c[k] ?? 0), 0);
     return {
@@ -687,6 +717,18 @@ class Engine implements DispatchEngine {
       matcherRuns: sum('matcherRuns'),
       handoffs: this.#counters.handoffs,
       eventsCommitted: this.#counters.eventsCommitted,
+      shardQueueDepth,
+      dispatchLatency: this.#dispatchLatency.snapshot(),
+    };
+  }
+
+  async operationsSnapshot(): Promise<OperationsSnapshot> {
+    const per = await Promise.all(this.#hosts.map((h) => this.#call<ShardOperations>(h.id, { op: 'operations' })));
+    return {
+      at: this.#clock.now(),
+      indexRes: this.#cfg.indexRes,
+      riders: per.flatMap((p) => p.riders),
+      orders: per.flatMap((p) => p.orders),
     };
   }
 
@@ -754,6 +796,48 @@ class Engine implements DispatchEngine {
 }
 
 class RiderMovedSignal extends Error {}
+
+/** Dispatch latency buckets (ms): a matcher window is seconds, a rider's answer up to the offer TTL, escalation minutes. */
+const DISPATCH_BUCKETS_MS = [500, 1_000, 2_000, 5_000, 10_000, 20_000, 30_000, 60_000, 120_000, 300_000, 600_000];
+const DISPATCH_RECENT_SAMPLES = 256;
+
+/** Cumulative bucket counts for a histogram plus a ring of the latest samples for percentiles. */
+class LatencyRecorder {
+  readonly #bounds: number[];
+  readonly #counts: number[];
+  #count = 0;
+  #sum = 0;
+  readonly #recent: number[] = [];
+  #next = 0;
+  readonly #keep: number;
+
+  constructor(bounds: number[], keep: number) {
+    this.#bounds = bounds;
+    this.#counts = bounds.map(() => 0);
+    this.#keep = keep;
+  }
+
+  observe(ms: number): void {
+    const v = Math.max(0, ms);
+    this.#count += 1;
+    this.#sum += v;
+    for (let i = 0; i < this.#bounds.length; i++) if (v <= this.#bounds[i]) this.#counts[i] += 1;
+    if (this.#recent.length < this.#keep) this.#recent.push(v);
+    else this.#recent[this.#next] = v;
+    this.#next = (this.#next + 1) % this.#keep;
+  }
+
+  snapshot(): DispatchLatency {
+    const full = this.#recent.length === this.#keep;
+    return {
+      bucketsMs: [...this.#bounds],
+      counts: [...this.#counts],
+      count: this.#count,
+      sumMs: this.#sum,
+      recentMs: full ? [...this.#recent.slice(this.#next), ...this.#recent.slice(0, this.#next)] : [...this.#recent],
+    };
+  }
+}
 
 function pickupOf(s: LiveStream): LatLng | null {
   const snapCtx = (s.snapshot?.state as { context?: { pickup?: LatLng } } | undefined)?.context;

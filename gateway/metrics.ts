@@ -23,6 +23,8 @@ export class Counter implements Metric {
   constructor(
     readonly name: string,
     readonly help: string,
+    /** Reads totals kept elsewhere (the engine's) at render time, instead of inc(). */
+    readonly collect?: () => number | Array<[Labels, number]>,
   ) {}
   inc(labels?: Labels, by = 1): void {
     const k = labelKey(labels);
@@ -32,6 +34,11 @@ export class Counter implements Metric {
     return this.#values.get(labelKey(labels)) ?? 0;
   }
   render(): string {
+    if (this.collect) {
+      const v = this.collect();
+      if (typeof v === 'number') this.#values.set('', v);
+      else for (const [labels, n] of v) this.#values.set(labelKey(labels), n);
+    }
     const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`];
     if (this.#values.size === 0) lines.push(`${this.name} 0`);
     for (const [k, v] of this.#values) lines.push(`${this.name}${k} ${v}`);
@@ -72,6 +79,13 @@ export class Gauge implements Metric {
   }
 }
 
+/** A histogram kept elsewhere: cumulative count per bucket of the histogram's `buckets`, sum and count. */
+export interface HistogramValues {
+  counts: readonly number[];
+  sum: number;
+  count: number;
+}
+
 export class Histogram implements Metric {
   readonly #counts: number[];
   #sum = 0;
@@ -80,6 +94,8 @@ export class Histogram implements Metric {
     readonly name: string,
     readonly help: string,
     readonly buckets: readonly number[],
+    /** Reads buckets kept elsewhere (the engine's) at render time, instead of observe(). */
+    readonly collect?: () => HistogramValues,
   ) {
     this.#counts = new Array(buckets.length).fill(0);
   }
@@ -92,6 +108,12 @@ export class Histogram implements Metric {
     return this.#count;
   }
   render(): string {
+    if (this.collect) {
+      const v = this.collect();
+      for (let i = 0; i < this.buckets.length; i++) this.#counts[i] = v.counts[i] ?? v.count;
+      this.#sum = v.sum;
+      this.#count = v.count;
+    }
     const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`];
     this.buckets.forEach((b, i) => lines.push(`${this.name}_bucket{le="${b}"} ${this.#counts[i]}`));
     lines.push(`${this.name}_bucket{le="+Inf"} ${this.#count}`, `${this.name}_sum ${this.#sum}`, `${this.name}_count ${this.#count}`);
@@ -107,8 +129,8 @@ export class Registry {
     this.#loop.enable();
     this.gauge('quickdash_event_loop_lag_seconds', 'Event-loop delay of the gateway thread, p99 since start', () => this.#loop.percentile(99) / 1e9);
   }
-  counter(name: string, help: string): Counter {
-    const m = new Counter(name, help);
+  counter(name: string, help: string, collect?: () => number | Array<[Labels, number]>): Counter {
+    const m = new Counter(name, help, collect);
     this.#metrics.push(m);
     return m;
   }
@@ -117,8 +139,8 @@ export class Registry {
     this.#metrics.push(m);
     return m;
   }
-  histogram(name: string, help: string, buckets: readonly number[]): Histogram {
-    const m = new Histogram(name, help, buckets);
+  histogram(name: string, help: string, buckets: readonly number[], collect?: () => HistogramValues): Histogram {
+    const m = new Histogram(name, help, buckets, collect);
     this.#metrics.push(m);
     return m;
   }

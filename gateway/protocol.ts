@@ -53,6 +53,8 @@ export const MessageType = {
   riderState: 72,
   orderStatus: 80,
   riderPosition: 81,
+  // gateway -> operations map (/v1/ops)
+  opsSnapshot: 96,
 } as const;
 
 export type MessageName = keyof typeof MessageType;
@@ -93,6 +95,8 @@ export const Limits = {
   idleTimeoutMs: 60000,
   /** Malformed or refused frames tolerated on one connection before it is closed with PROTOCOL_VIOLATION. */
   malformedFramesBeforeClose: 10,
+  /** Largest opsSnapshot frame (the whole city once a second); every other frame keeps maxFrameBytes. */
+  maxOpsFrameBytes: 16777216,
 } as const;
 
 // ---------------------------------------------------------------- Errors and close codes
@@ -329,6 +333,51 @@ export interface RiderPositionMessage {
   ts: number;
 }
 
+// gateway -> operations map
+
+/** A rider on the map: [riderId, status, lat, lng]. */
+export type OpsRider = [riderId: string, status: RiderStatus, lat: number, lng: number];
+/** A live order: [orderId, status, pickupLat, pickupLng, dropoffLat, dropoffLng, riderId or nil]. */
+export type OpsOrder = [
+  orderId: string,
+  status: OrderStatus,
+  pickupLat: number,
+  pickupLng: number,
+  dropoffLat: number,
+  dropoffLng: number,
+  riderId: string | null,
+];
+/** An H3 cell with orders waiting for a rider (demand) or available riders (supply): [cell, demand, supply]. */
+export type OpsCell = [cell: string, demand: number, supply: number];
+/** Live figures for the operations panel. */
+export interface OpsCounters {
+  /** App sockets open on this gateway (operations sockets not included). */
+  connections: number;
+  /** Fixes the engine accepted per second since the previous frame. */
+  fixesPerSecond: number;
+  ordersLive: number;
+  ridersOnline: number;
+  /** Totals since the engine started. */
+  offersMade: number;
+  matcherRuns: number;
+  /** Dispatch latency (searching to accepted) over the latest samples; nil before the first. */
+  dispatchP50Ms: number | null;
+  dispatchP95Ms: number | null;
+  /** Worst event-loop delay of the gateway thread since the previous frame. */
+  eventLoopLagMs: number;
+}
+export interface OpsSnapshotMessage {
+  t: typeof MessageType.opsSnapshot;
+  /** Server clock. */
+  now: number;
+  /** H3 resolution of `cells`. */
+  res: number;
+  riders: OpsRider[];
+  orders: OpsOrder[];
+  cells: OpsCell[];
+  counters: OpsCounters;
+}
+
 export type ClientMessage =
   | PingMessage
   | FixMessage
@@ -355,7 +404,8 @@ export type ServerMessage =
   | OfferGoneMessage
   | RiderStateMessage
   | OrderStatusMessage
-  | RiderPositionMessage;
+  | RiderPositionMessage
+  | OpsSnapshotMessage;
 export type Message = ClientMessage | ServerMessage;
 
 export type MessageOf<N extends MessageName> = Extract<Message, { t: (typeof MessageType)[N] }>;
@@ -592,6 +642,51 @@ const fixTuples: Check<FixTuple[]> = {
   },
 };
 
+/** Arrays of fixed-length tuples, each part checked (the operations frame's rows). */
+function tuples<T extends unknown[]>(type: string, names: readonly string[], parts: ReadonlyArray<Pick<Check<unknown>, 'check'>>): Check<T[]> {
+  return {
+    type,
+    check(v, path, strict) {
+      if (!Array.isArray(v)) bad(path, 'must be an array');
+      const out = new Array<T>(v.length);
+      for (let i = 0; i < v.length; i++) {
+        const row: unknown = v[i];
+        if (!Array.isArray(row) || row.length !== parts.length) bad(`${path}[${i}]`, `must be [${names.join(', ')}]`);
+        out[i] = parts.map((c, j) => c.check(row[j], `${path}[${i}].${names[j]}`, strict)) as T;
+      }
+      return out;
+    },
+  };
+}
+
+const h3Cell: Check<string> = {
+  type: 'H3 cell',
+  check(v, path) {
+    if (typeof v !== 'string' || !/^[0-9a-f]{15}$/.test(v)) bad(path, 'must be an H3 cell (15 hex digits)');
+    return v;
+  },
+};
+
+const nonNegative: Check<number> = {
+  type: 'float >= 0',
+  check(v, path) {
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) bad(path, 'must be a finite number >= 0');
+    return v;
+  },
+};
+
+const opsCounters = nested<OpsCounters>('OpsCounters', {
+  connections: req(count),
+  fixesPerSecond: req(nonNegative),
+  ordersLive: req(count),
+  ridersOnline: req(count),
+  offersMade: req(count),
+  matcherRuns: req(count),
+  dispatchP50Ms: req(orNil(nonNegative)),
+  dispatchP95Ms: req(orNil(nonNegative)),
+  eventLoopLagMs: req(nonNegative),
+});
+
 function idList(max: number): Check<string[]> {
   return {
     type: `string[] (0..${max})`,
@@ -662,6 +757,20 @@ const schemas: { readonly [N in MessageName]: FieldsOf<MessageOf<N>> } = {
     eta: opt(time),
   },
   riderPosition: { orderId: ORDER, lat: req(lat), lng: req(lng), ts: req(time) },
+  opsSnapshot: {
+    now: req(time),
+    res: req(int(0, 15)),
+    riders: req(tuples<OpsRider>('[riderId, RiderStatus, lat, lng][]', ['riderId', 'status', 'lat', 'lng'], [id, oneOf(RIDER_STATUSES), lat, lng])),
+    orders: req(
+      tuples<OpsOrder>(
+        '[orderId, OrderStatus, pickupLat, pickupLng, dropoffLat, dropoffLng, riderId or nil][]',
+        ['orderId', 'status', 'pickupLat', 'pickupLng', 'dropoffLat', 'dropoffLng', 'riderId'],
+        [id, oneOf(ORDER_STATUSES), lat, lng, lat, lng, orNil(id)],
+      ),
+    ),
+    cells: req(tuples<OpsCell>('[cell, demand, supply][]', ['cell', 'demand', 'supply'], [h3Cell, count, count])),
+    counters: req(opsCounters),
+  },
 };
 
 interface Spec {
@@ -773,9 +882,10 @@ export function decode(bytes: ArrayBuffer | Uint8Array, from?: Sender): DecodeRe
   else if (bytes instanceof ArrayBuffer) view = new Uint8Array(bytes);
   else return failure('QD_ERR_MALFORMED_FRAME', 'frame must be binary');
   if (view.byteLength === 0) return failure('QD_ERR_MALFORMED_FRAME', 'empty frame');
-  // Checked before decoding so a large frame costs nothing to refuse.
-  if (view.byteLength > Limits.maxFrameBytes) {
-    return failure('QD_ERR_PAYLOAD_TOO_LARGE', `frame of ${view.byteLength} bytes exceeds ${Limits.maxFrameBytes}`);
+  // Checked before decoding so a large frame costs nothing to refuse. Only a gateway's operations frame may be larger.
+  const limit = from === 'server' ? Limits.maxOpsFrameBytes : Limits.maxFrameBytes;
+  if (view.byteLength > limit) {
+    return failure('QD_ERR_PAYLOAD_TOO_LARGE', `frame of ${view.byteLength} bytes exceeds ${limit}`);
   }
   if (!isMapHeader(view[0])) return failure('QD_ERR_MALFORMED_FRAME', 'frame is not a msgpack map');
   let raw: unknown;
@@ -795,6 +905,9 @@ export function decode(bytes: ArrayBuffer | Uint8Array, from?: Sender): DecodeRe
   if (!spec) return failure('QD_ERR_UNKNOWN_MESSAGE_TYPE', `unknown message type ${t}`, 't', undefined, t);
   if ((from === 'client' && !spec.client) || (from === 'server' && spec.client)) {
     return failure('QD_ERR_UNKNOWN_MESSAGE_TYPE', `${spec.name} (${t}) is not sent by a ${from}`, 't', undefined, t);
+  }
+  if (view.byteLength > Limits.maxFrameBytes && spec.name !== 'opsSnapshot') {
+    return failure('QD_ERR_PAYLOAD_TOO_LARGE', `frame of ${view.byteLength} bytes exceeds ${Limits.maxFrameBytes}`, undefined, undefined, t);
   }
   // Read s before the other fields, so a refusal can still be matched to its command.
   const sv = own(raw, 's');

@@ -9,6 +9,7 @@ import type { DispatchEngine, OrderUpdate, RiderUpdate, Unsubscribe } from '../e
 import { DispatchError } from '../engine/index.ts';
 import { canFollowOrder, verifyToken, type AuthConfig, type Principal } from './auth.ts';
 import { Registry } from './metrics.ts';
+import { OperationsFeed, type OperationsFeedSettings } from './ops.ts';
 import {
   CloseCodes,
   Limits,
@@ -36,6 +37,8 @@ export interface GatewayOptions {
   logger?: Logger;
   /** Overrides of the flow-control settings (tests shrink them to reach the edges quickly). */
   tuning?: Partial<GatewayTuning>;
+  /** The operations map and feed (/ops, /v1/ops): frame interval, cell resolution, backpressure. */
+  ops?: Partial<OperationsFeedSettings>;
 }
 
 /** Flow control of one gateway. The defaults are the published Limits. */
@@ -124,6 +127,7 @@ export class Gateway {
   #draining = false;
   #positionTimer: NodeJS.Timeout | null = null;
   readonly #m;
+  readonly #ops: OperationsFeed;
 
   constructor(options: GatewayOptions) {
     this.#engine = options.engine;
@@ -141,6 +145,15 @@ export class Gateway {
       positions: r.counter('quickdash_ws_positions_total', 'Rider positions sent to customers, by how they were sent'),
       slow: r.counter('quickdash_ws_slow_consumers_total', 'Connections closed because they read too slowly'),
     };
+    // Ops sockets are the feed's own: they never count as app connections.
+    this.#ops = new OperationsFeed({
+      ...options.ops,
+      engine: this.#engine,
+      auth: this.#auth,
+      metrics: r,
+      logger: this.#log,
+      connections: () => this.#sockets.size,
+    });
     this.#app = this.#uws.App();
     this.#routes();
   }
@@ -180,6 +193,7 @@ export class Gateway {
     const deadline = Date.now() + graceMs;
     while (this.#sockets.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     for (const ws of [...this.#sockets]) ws.end(CloseCodes.GOING_AWAY, 'going away');
+    this.#ops.stop();
     this.metrics.close();
   }
 
@@ -194,7 +208,12 @@ export class Gateway {
       else res.end('ready\n');
     });
     this.#app.get('/metrics', (res) => {
-      res.writeHeader('content-type', 'text/plain; version=0.0.4').end(this.metrics.render());
+      // The engine's figures need a round trip to its shards: answer once they are in (scrape never rejects).
+      let aborted = false;
+      res.onAborted(() => (aborted = true));
+      void this.#ops.scrape().then(() => {
+        if (!aborted) res.cork(() => res.writeHeader('content-type', 'text/plain; version=0.0.4').end(this.metrics.render()));
+      });
     });
     this.#app.ws<Conn>('/v1/ws', {
       maxPayloadLength: Limits.maxFrameBytes,
@@ -207,6 +226,7 @@ export class Gateway {
       message: (ws, data, isBinary) => this.#message(ws as Socket, data, isBinary),
       close: (ws) => this.#close(ws as Socket),
     });
+    this.#ops.attach(this.#app);
     this.#app.any('/*', (res) => {
       res.writeStatus('404 Not Found').end('not found\n');
     });

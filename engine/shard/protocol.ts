@@ -3,7 +3,7 @@
  * Plain data only: they cross worker_threads by structured clone. Requests
  * travel in batches, one postMessage per shard per flush.
  */
-import type { OrderView, RiderView, NearbyRider } from '../api.ts';
+import type { OrderView, RiderView, NearbyRider, OperationsOrder, OperationsRider } from '../api.ts';
 import type { OrderEvent, OrderInput } from '../order/events.ts';
 import type { RiderEvent } from '../rider/events.ts';
 import type { LiveStream, RiderStatsDelta, Snapshot, StoredEvent } from '../store/event-store.ts';
@@ -48,7 +48,9 @@ export type ShardOp =
   | { op: 'nearby'; lat: number; lng: number; radiusM: number; limit: number }
   | { op: 'zones'; zones: Array<[string, Cell[]]> }
   | { op: 'restore'; streams: LiveStream[]; rids: Record<string, number> }
-  | { op: 'counters' };
+  | { op: 'counters' }
+  /** This shard's online riders and live orders (answers ShardOperations). */
+  | { op: 'operations' };
 
 export type ShardRequest = ShardOp & { id: number };
 
@@ -85,6 +87,12 @@ export interface FixBatchResult {
   stale: number;
   rejected: Array<[number, string]>;
   moved: number[];
+}
+
+/** Answer to an `operations` request. */
+export interface ShardOperations {
+  riders: OperationsRider[];
+  orders: OperationsOrder[];
 }
 
 export interface ShardBatch {

@@ -12,7 +12,7 @@ import { orderMachine, orderStatus, explainOrderRefusal, isFinalOrderStatus } fr
 import type { OrderEvent, OrderInput, OrderContext } from '../order/index.ts';
 import { riderMachine, riderStatus, explainRiderRefusal, riderTarget, riderCanBundle } from '../rider/index.ts';
 import type { RiderEvent, RiderContext } from '../rider/index.ts';
-import type { OrderView, RiderView, NearbyRider } from '../api.ts';
+import type { OrderView, RiderView, NearbyRider, OperationsOrder, OperationsRider } from '../api.ts';
 import { orderViewOf } from '../views.ts';
 import type { LiveStream, StoredEvent } from '../store/event-store.ts';
 import type { Cell, LatLng } from '../types.ts';
@@ -28,6 +28,7 @@ import type {
   RiderTransfer,
   ShardBatch,
   ShardOutput,
+  ShardOperations,
   ShardReply,
   ShardRequest,
   ShardResult,
@@ -175,6 +176,8 @@ export class Shard {
         return this.#restore(req.streams, req.rids);
       case 'counters':
         return this.#countersSnapshot();
+      case 'operations':
+        return this.#operations();
     }
   }
 
@@ -825,6 +828,47 @@ export class Shard {
       eventsSinceSnapshot: s.events.length,
       cell: cellOf(ctx.pickup.lat, ctx.pickup.lng, this.#cfg.indexRes),
     };
+  }
+
+  /** Online riders and live orders, read from the Fleet arrays and the actors' current snapshots: no H3 or routing work. */
+  #operations(): ShardOperations {
+    const riders: OperationsRider[] = [];
+    const fleet = this.#fleet;
+    for (const [riderId, entry] of this.#riders) {
+      const snap = entry.actor.getSnapshot();
+      const status = riderStatus(snap);
+      if (status === 'offline') continue;
+      const slot = entry.slot;
+      const placed = fleet.hasPosition(slot);
+      riders.push({
+        riderId,
+        status,
+        position: placed ? { lat: fleet.lat(slot), lng: fleet.lng(slot) } : null,
+        cell: placed ? fleet.cell(slot) : null,
+        orderIds: snap.context.jobs.map((j) => j.orderId),
+        shard: this.id,
+      });
+    }
+    const orders: OperationsOrder[] = [];
+    for (const [orderId, entry] of this.#orders) {
+      if (this.#finished.has(orderId)) continue;
+      const snap = entry.actor.getSnapshot();
+      const status = orderStatus(snap);
+      if (isFinalOrderStatus(status)) continue;
+      const c = snap.context;
+      orders.push({
+        orderId,
+        status,
+        storeId: c.storeId,
+        pickup: { lat: c.pickup.lat, lng: c.pickup.lng },
+        dropoff: { lat: c.dropoff.lat, lng: c.dropoff.lng },
+        pickupCell: entry.cell,
+        riderId: c.riderId,
+        offeredTo: c.offer ? c.offer.riderId : null,
+        createdAt: c.createdAt,
+      });
+    }
+    return { riders, orders };
   }
 
   #countersSnapshot(): Record<string, number> {

@@ -94,6 +94,30 @@ const samples: { [N in MessageName]: Array<MessageOf<N>> } = {
     { t: 80, orderId: 'o-1', seq: 1, status: 'searching', event: 'CREATED', at: T0, riderId: null },
   ],
   riderPosition: [{ t: 81, orderId: 'o-1', lat: 12.98, lng: 77.6, ts: T0 }],
+  opsSnapshot: [
+    {
+      t: 96,
+      now: T0,
+      res: 8,
+      riders: [['r-9', 'toPickup', 12.98, 77.6], ['r-10', 'available', 12.99, 77.61]],
+      orders: [
+        ['o-1', 'assigned', 12.97, 77.59, 12.99, 77.61, 'r-9'],
+        ['o-2', 'searching', 12.97, 77.59, 12.95, 77.58, null],
+      ],
+      cells: [['8860145b4bfffff', 1, 1]],
+      counters: {
+        connections: 3,
+        fixesPerSecond: 2.5,
+        ordersLive: 2,
+        ridersOnline: 2,
+        offersMade: 4,
+        matcherRuns: 2,
+        dispatchP50Ms: 1500,
+        dispatchP95Ms: null,
+        eventLoopLagMs: 0.4,
+      },
+    },
+  ],
 };
 const allSamples: Message[] = Object.values(samples).flat();
 const names = Object.keys(MessageType) as MessageName[];

@@ -5,7 +5,7 @@
 
 // Server
 export { Gateway, startGateway } from './server.ts';
-export type { GatewayOptions, GatewayTuning } from './server.ts';
+export type { GatewayOptions, GatewayTuning, PostRoute } from './server.ts';
 
 // Operations map and feed (/ops, /v1/ops)
 export { DEFAULT_OPERATIONS_SETTINGS, OperationsFeed } from './ops.ts';

@@ -39,7 +39,31 @@ export interface GatewayOptions {
   tuning?: Partial<GatewayTuning>;
   /** The operations map and feed (/ops, /v1/ops): frame interval, cell resolution, backpressure. */
   ops?: Partial<OperationsFeedSettings>;
+  /** HTTP POST endpoints served beside the sockets, e.g. a payment provider's webhook. */
+  posts?: PostRoute[];
 }
+
+/**
+ * A POST endpoint that needs the raw body (webhook signatures are computed
+ * over the exact bytes). The body is read in full, up to a cap, before
+ * `handle` runs.
+ */
+export interface PostRoute {
+  path: string;
+  maxBodyBytes: number;
+  handle(body: Buffer, headers: Record<string, string>): Promise<{ status: number; body: string; contentType?: string }>;
+}
+
+const STATUS_TEXT: Record<number, string> = {
+  200: 'OK',
+  202: 'Accepted',
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  404: 'Not Found',
+  413: 'Payload Too Large',
+  500: 'Internal Server Error',
+  503: 'Service Unavailable',
+};
 
 /** Flow control of one gateway. The defaults are the published Limits. */
 export interface GatewayTuning {
@@ -128,6 +152,7 @@ export class Gateway {
   #positionTimer: NodeJS.Timeout | null = null;
   readonly #m;
   readonly #ops: OperationsFeed;
+  readonly #posts: PostRoute[];
 
   constructor(options: GatewayOptions) {
     this.#engine = options.engine;
@@ -146,6 +171,7 @@ export class Gateway {
       slow: r.counter('quickdash_ws_slow_consumers_total', 'Connections closed because they read too slowly'),
     };
     // Ops sockets are the feed's own: they never count as app connections.
+    this.#posts = options.posts ?? [];
     this.#ops = new OperationsFeed({
       ...options.ops,
       engine: this.#engine,
@@ -227,8 +253,53 @@ export class Gateway {
       close: (ws) => this.#close(ws as Socket),
     });
     this.#ops.attach(this.#app);
+    for (const route of this.#posts) this.#app.post(route.path, (res, req) => this.#post(route, res, req));
     this.#app.any('/*', (res) => {
       res.writeStatus('404 Not Found').end('not found\n');
+    });
+  }
+
+  /** Reads a POST body in full (uWS hands it over in chunks), capped, then answers with the route's handler. */
+  #post(route: PostRoute, res: Uws.HttpResponse, req: Uws.HttpRequest): void {
+    // Headers must be read now: uWS reuses `req` once this callback returns.
+    const headers: Record<string, string> = {};
+    req.forEach((k, v) => {
+      headers[k] = v;
+    });
+    const requestId = headers['x-request-id'] || randomUUID();
+    let aborted = false;
+    res.onAborted(() => {
+      aborted = true;
+    });
+    const answer = (status: number, body: string, contentType = 'application/json') => {
+      if (aborted) return;
+      res.cork(() => {
+        res.writeStatus(`${status} ${STATUS_TEXT[status] ?? 'Unknown'}`).writeHeader('content-type', contentType).end(body);
+      });
+    };
+    if (this.#draining) return answer(503, '{"error":"draining"}');
+    const declared = Number(headers['content-length'] ?? 0);
+    if (declared > route.maxBodyBytes) return answer(413, '{"error":"body too large"}');
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let refused = false;
+    res.onData((chunk, isLast) => {
+      if (refused) return;
+      size += chunk.byteLength;
+      if (size > route.maxBodyBytes) {
+        refused = true;
+        return answer(413, '{"error":"body too large"}');
+      }
+      // uWS reuses the chunk's memory after this call: copy it.
+      chunks.push(Buffer.from(chunk.slice(0)));
+      if (!isLast) return;
+      route.handle(Buffer.concat(chunks), headers).then(
+        (r) => answer(r.status, r.body, r.contentType),
+        (err: unknown) => {
+          this.#log.error({ err, path: route.path, requestId }, 'POST handler failed');
+          answer(500, '{"error":"internal"}');
+        },
+      );
     });
   }
 

@@ -16,6 +16,7 @@ import pino from 'pino';
 import { createEngine, ScaledClock, SystemClock, type Clock, type EventStore } from '../engine/index.ts';
 import { createPostgresStore, createThreadedEmbeddedStore } from '../adapters/sql/index.ts';
 import { runCitySim } from '../bench/sim/city.ts';
+import { openCommerce } from './commerce.ts';
 import { authConfigFromEnv, developmentAuthConfig, startGateway } from '../gateway/index.ts';
 
 const { values: args } = parseArgs({
@@ -77,7 +78,24 @@ if (!Number.isInteger(port) || port < 0 || port > 65535) {
   console.error(`--port must be 0..65535, got ${args.port}`);
   process.exit(2);
 }
-const gateway = await startGateway({ engine, auth, host: args.host, port, logger: log });
+// Catalog, payments and order intake: embedded (PGlite, demo catalog, local fake Razorpay) or on --postgres.
+const commerce = await openCommerce({
+  engine,
+  clock,
+  logger: log,
+  postgres: args.postgres,
+  dataDir: args.postgres || args.memory ? undefined : `${args['data-dir']}-commerce`,
+});
+
+const gateway = await startGateway({
+  engine,
+  auth,
+  host: args.host,
+  port,
+  logger: log,
+  posts: [{ path: '/v1/webhooks/razorpay', maxBodyBytes: 1 << 20, handle: (body, headers) => commerce.webhooks.handle(body, headers) }],
+});
+commerce.setWebhookUrl(`http://127.0.0.1:${gateway.port}/v1/webhooks/razorpay`);
 
 let ticking = false;
 const ticker = setInterval(() => {
@@ -121,6 +139,7 @@ async function shutdown(signal: string): Promise<void> {
   log.info({ signal }, 'shutting down');
   await gateway.drain();
   clearInterval(ticker);
+  await commerce.close();
   if (summary) clearInterval(summary);
   if (sim) {
     await sim.stop();

@@ -88,6 +88,7 @@ t.test('SIGTERM drains and exits 0; a restarted node remembers what was acknowle
   t.teardown(() => {
     for (const n of nodes) n.child.kill('SIGKILL');
     rmSync(dataDir, { recursive: true, force: true });
+    rmSync(`${dataDir}-commerce`, { recursive: true, force: true });
   });
 
   const first = await startNode(dataDir);

@@ -202,6 +202,11 @@ export interface DispatchEngine {
   nearbyRiders(at: LatLng, radiusM: number, limit?: number): Promise<NearbyRider[]>;
   pauseZone(zoneId: string, cells: Cell[]): Promise<void>;
   resumeZone(zoneId: string): Promise<void>;
+  /**
+   * The cells of a zone paused through pauseZone: its current pause, or its last one
+   * once resumed (read from the log, so it survives restarts); null for a zone never paused.
+   */
+  zoneCells(zoneId: string): Promise<Cell[] | null>;
   riderStats(riderId: RiderId, day: string): Promise<RiderDailyStats>;
   counters(): Promise<EngineCounters>;
   /** Every online rider and live order, for the operations map; one request per shard. */

@@ -686,6 +686,18 @@ class Engine implements DispatchEngine {
     this.#zoneSeq.set(zoneId, seq);
   }
 
+  async zoneCells(zoneId: string): Promise<Cell[] | null> {
+    if (!nonEmpty(zoneId)) throw invalidArgument('zoneId', 'must be a non-empty string');
+    const paused = this.#zones.get(zoneId);
+    if (paused) return [...paused.cells];
+    // A resumed zone is still known by its log: its last pause names the cells.
+    const past = await this.#store.readStream(`zone:${zoneId}`);
+    for (let i = past.length - 1; i >= 0; i--) {
+      if (past[i].type === 'PAUSED') return [...(past[i].data as { cells: Cell[] }).cells];
+    }
+    return null;
+  }
+
   async #broadcastZones(): Promise<void> {
     const zones: Array<[string, Cell[]]> = [...this.#zones].map(([id, z]) => [id, z.cells]);
     await Promise.all(this.#hosts.map((h) => this.#call(h.id, { op: 'zones', zones })));

@@ -11,6 +11,13 @@ export type { GatewayOptions, GatewayTuning, PostRoute } from './server.ts';
 export { DEFAULT_OPERATIONS_SETTINGS, OperationsFeed } from './ops.ts';
 export type { OperationsFeedOptions, OperationsFeedSettings } from './ops.ts';
 
+// DispatchService over gRPC, for backend services
+export { startGrpcServer } from './grpc/server.ts';
+export type { GrpcServer, GrpcServerOptions, GrpcTls } from './grpc/server.ts';
+export { OrderFeed, DEFAULT_WATCH_BUFFER } from './grpc/order-feed.ts';
+export type { FeedEntry, OrderFeedOptions } from './grpc/order-feed.ts';
+export { DEFAULT_WATCH_MAX_LAG, RESUME_POSITION_KEY } from './grpc/watch-stream.ts';
+
 // Authentication
 export { authConfigFromEnv, canFollowOrder, developmentAuthConfig, signToken, verifyToken } from './auth.ts';
 export type { AuthConfig, AuthFailure, Principal, Role } from './auth.ts';

@@ -28,6 +28,8 @@ export interface CommerceOptions {
   /** Load the demo catalog (embedded default: yes when the catalog is empty). */
   seedDemo?: boolean;
   env?: NodeJS.ProcessEnv;
+  /** Catalog and payments running as separate services (npm run adapter) instead of in this process. */
+  remote?: { catalog?: CatalogPort; payments?: PaymentsPort };
 }
 
 export interface Commerce {
@@ -54,11 +56,16 @@ export async function openCommerce(options: CommerceOptions): Promise<Commerce> 
     if (options.dataDir) mkdirSync(options.dataDir, { recursive: true });
     sql = new PgliteClient(await PGlite.create(options.dataDir ? { dataDir: options.dataDir } : {}));
   }
-  const catalog = new SqlCatalog(sql, { logger: log });
-  await catalog.init();
-  if (options.seedDemo ?? !options.postgres) {
-    const counts = await catalog.counts();
-    if (counts.stores === 0) log.info({ summary: await loadDemoCatalog(catalog) }, 'demo catalog loaded');
+  let catalog: CatalogPort;
+  if (options.remote?.catalog) catalog = options.remote.catalog;
+  else {
+    const local = new SqlCatalog(sql, { logger: log });
+    await local.init();
+    if (options.seedDemo ?? !options.postgres) {
+      const counts = await local.counts();
+      if (counts.stores === 0) log.info({ summary: await loadDemoCatalog(local) }, 'demo catalog loaded');
+    }
+    catalog = local;
   }
 
   let fake: FakeRazorpay | null = null;
@@ -76,8 +83,11 @@ export async function openCommerce(options: CommerceOptions): Promise<Commerce> 
   } else if (!webhookSecret) {
     throw new Error('QD_RAZORPAY_WEBHOOK_SECRET must be set with the Razorpay keys: webhooks cannot be verified without it');
   }
-  const payments = new RazorpayPayments({ keyId, keySecret, sql, logger: log, ...(baseUrl ? { baseUrl } : {}) });
-  await payments.init();
+  // The webhook ledger lives beside the payments ledger: with a remote payments service both use
+  // the same Postgres schema, so an event taken in here is known there.
+  const local = new RazorpayPayments({ keyId, keySecret, sql, logger: log, ...(baseUrl ? { baseUrl } : {}) });
+  await local.init();
+  const payments: PaymentsPort = options.remote?.payments ?? local;
   const intake = new OrderIntake({ engine: options.engine, catalog, payments, clock: options.clock, logger: log });
   const webhooks = new RazorpayWebhooks({
     secret: webhookSecret!,

@@ -4,12 +4,16 @@
  * also drives a simulated city and prints a live one-line summary.
  *
  * The rider/customer WebSocket gateway listens on --port (default 8080) at /v1/ws,
- * with /healthz, /readyz and /metrics beside it.
+ * with /ops, /v1/webhooks/razorpay, /healthz, /readyz and /metrics beside it;
+ * DispatchService (gRPC, service tokens) on --grpc-port (default 50051; TLS
+ * with QD_GRPC_TLS_CERT and QD_GRPC_TLS_KEY).
  *
- *   npm start -- [--sim] [--port N] [--host H] [--riders N] [--orders-per-minute N] [--shards N]
+ *   npm start -- [--sim] [--port N] [--host H] [--grpc-port N] [--riders N] [--orders-per-minute N] [--shards N]
  *                [--data-dir DIR | --memory | --postgres URL] [--duration SECONDS]
+ *                [--catalog-url H:P] [--payments-url H:P] [--persistence-url H:P]   (adapters as services)
  *                [--speed N]   (the simulated city runs N times faster than real time)
  */
+import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
@@ -17,7 +21,8 @@ import { createEngine, ScaledClock, SystemClock, type Clock, type EventStore } f
 import { createPostgresStore, createThreadedEmbeddedStore } from '../adapters/sql/index.ts';
 import { runCitySim } from '../bench/sim/city.ts';
 import { openCommerce } from './commerce.ts';
-import { authConfigFromEnv, developmentAuthConfig, startGateway } from '../gateway/index.ts';
+import { authConfigFromEnv, developmentAuthConfig, signToken, startGateway, startGrpcServer } from '../gateway/index.ts';
+import { GrpcCatalog, GrpcEventStore, GrpcPayments } from '../adapters/grpc/index.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -33,6 +38,10 @@ const { values: args } = parseArgs({
     speed: { type: 'string', default: '1' },
     port: { type: 'string', default: '8080' },
     host: { type: 'string', default: '127.0.0.1' },
+    'grpc-port': { type: 'string', default: '50051' },
+    'catalog-url': { type: 'string' },
+    'payments-url': { type: 'string' },
+    'persistence-url': { type: 'string' },
   },
 });
 
@@ -51,8 +60,21 @@ function positiveInt(name: string, raw: string | undefined, fallback: number): n
 const shards = positiveInt('shards', args.shards, Math.max(1, availableParallelism() - 1));
 const tickMs = positiveInt('tick-ms', args['tick-ms'], 250);
 
+// Without a configured key the gateway accepts development tokens only (npm run token), and says so.
+const auth = process.env.QD_JWT_SECRET || process.env.QD_JWT_PUBLIC_KEY ? authConfigFromEnv() : developmentAuthConfig();
+if (!process.env.QD_JWT_SECRET && !process.env.QD_JWT_PUBLIC_KEY) log.warn('QD_JWT_SECRET is not set: the gateway accepts development tokens (npm run token)');
+
+// Calls to adapter services carry a service token: QD_SERVICE_TOKEN, or a short-lived one this node signs.
+let signed = { token: '', until: 0 };
+const serviceToken = (): string => {
+  if (process.env.QD_SERVICE_TOKEN) return process.env.QD_SERVICE_TOKEN;
+  if (Date.now() > signed.until) signed = { token: signToken({ sub: 'quickdash-node', role: 'service', ttlSec: 600 }, auth), until: Date.now() + 300_000 };
+  return signed.token;
+};
+
 let store: EventStore;
-if (args.postgres) store = await createPostgresStore({ connectionString: args.postgres });
+if (args['persistence-url']) store = new GrpcEventStore({ address: args['persistence-url'], token: serviceToken });
+else if (args.postgres) store = await createPostgresStore({ connectionString: args.postgres });
 // The embedded store writes on its own thread, so group commits never stall the coordinator.
 else if (args.memory) store = await createThreadedEmbeddedStore({});
 else store = await createThreadedEmbeddedStore({ dataDir: args['data-dir'] });
@@ -70,9 +92,6 @@ const clock: Clock = speed === 1 ? new SystemClock() : new ScaledClock(speed);
 const engine = await createEngine({ store, clock, config: { shards }, logger: log });
 log.info({ shards, store: args.postgres ? 'postgres' : args.memory ? 'pglite-memory' : `pglite:${args['data-dir']}` }, 'QuickDash node started');
 
-// Without a configured key the gateway accepts development tokens only (npm run token), and says so.
-const auth = process.env.QD_JWT_SECRET || process.env.QD_JWT_PUBLIC_KEY ? authConfigFromEnv() : developmentAuthConfig();
-if (!process.env.QD_JWT_SECRET && !process.env.QD_JWT_PUBLIC_KEY) log.warn('QD_JWT_SECRET is not set: the gateway accepts development tokens (npm run token)');
 const port = Number(args.port);
 if (!Number.isInteger(port) || port < 0 || port > 65535) {
   console.error(`--port must be 0..65535, got ${args.port}`);
@@ -85,6 +104,10 @@ const commerce = await openCommerce({
   logger: log,
   postgres: args.postgres,
   dataDir: args.postgres || args.memory ? undefined : `${args['data-dir']}-commerce`,
+  remote: {
+    ...(args['catalog-url'] ? { catalog: new GrpcCatalog({ address: args['catalog-url'], token: serviceToken }) } : {}),
+    ...(args['payments-url'] ? { payments: new GrpcPayments({ address: args['payments-url'], token: serviceToken }) } : {}),
+  },
 });
 
 const gateway = await startGateway({
@@ -96,6 +119,28 @@ const gateway = await startGateway({
   posts: [{ path: '/v1/webhooks/razorpay', maxBodyBytes: 1 << 20, handle: (body, headers) => commerce.webhooks.handle(body, headers) }],
 });
 commerce.setWebhookUrl(`http://127.0.0.1:${gateway.port}/v1/webhooks/razorpay`);
+
+// DispatchService for backend services (service-role tokens), on the gateway's host.
+const grpcPort = Number(args['grpc-port']);
+if (!Number.isInteger(grpcPort) || grpcPort < 0 || grpcPort > 65535) {
+  console.error(`--grpc-port must be 0..65535, got ${args['grpc-port']}`);
+  process.exit(2);
+}
+const grpc = await startGrpcServer({
+  engine,
+  intake: commerce.intake,
+  catalog: commerce.catalog,
+  payments: commerce.payments,
+  auth,
+  host: args.host,
+  port: grpcPort,
+  clock,
+  logger: log,
+  ...(process.env.QD_GRPC_TLS_CERT && process.env.QD_GRPC_TLS_KEY
+    ? { tls: { certPem: readFileSync(process.env.QD_GRPC_TLS_CERT, 'utf8'), keyPem: readFileSync(process.env.QD_GRPC_TLS_KEY, 'utf8') } }
+    : {}),
+});
+log.info({ port: grpc.port, tls: Boolean(process.env.QD_GRPC_TLS_CERT) }, 'gRPC listening');
 
 let ticking = false;
 const ticker = setInterval(() => {
@@ -138,6 +183,7 @@ async function shutdown(signal: string): Promise<void> {
   stopping = true;
   log.info({ signal }, 'shutting down');
   await gateway.drain();
+  await grpc.close(1_000);
   clearInterval(ticker);
   await commerce.close();
   if (summary) clearInterval(summary);

@@ -1,4 +1,4 @@
-// `npm start` as operators run it: a real process on the embedded store. SIGTERM
+// `npm start` as operators run it: a real process on the embedded store, its gRPC side answering. SIGTERM
 // drains (clients told to go away, listen socket closed, engine flushed) and
 // exits 0; a restarted node on the same data directory knows what was acknowledged.
 import t from 'tap';
@@ -7,6 +7,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
+import { credentials } from '@grpc/grpc-js';
+import { DispatchServiceClient, type QuoteDeliveryResponse } from '../../protos/gen/quickdash/v1/dispatch.ts';
+import { withBearer } from '../../protos/rpc.ts';
 import { developmentAuthConfig, signToken } from '../../gateway/auth.ts';
 import { CloseCodes, MessageType, decode, encode, type Message, type ServerMessage } from '../../gateway/protocol.ts';
 
@@ -15,19 +18,22 @@ const root = new URL('../../', import.meta.url).pathname;
 interface Node {
   child: ChildProcess;
   port: number;
+  grpcPort: number;
   logs: Array<Record<string, unknown>>;
   exited: Promise<number | null>;
 }
 
 async function startNode(dataDir: string): Promise<Node> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'bin/quickdash.ts', '--data-dir', dataDir, '--port', '0', '--shards', '1'], {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'bin/quickdash.ts', '--data-dir', dataDir, '--port', '0', '--grpc-port', '0', '--shards', '1'], {
     cwd: root,
     env: { ...process.env, QD_LOG_LEVEL: 'info', QD_JWT_SECRET: '' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs: Array<Record<string, unknown>> = [];
+  let port0 = 0;
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   let buffered = '';
+  let grpcPort = 0;
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`node did not start: ${JSON.stringify(logs)}`)), 30_000);
     child.stdout!.on('data', (chunk: Buffer) => {
@@ -39,9 +45,11 @@ async function startNode(dataDir: string): Promise<Node> {
         try {
           const entry = JSON.parse(line) as Record<string, unknown>;
           logs.push(entry);
-          if (entry.msg === 'gateway listening') {
+          if (entry.msg === 'gateway listening') port0 = entry.port as number;
+          if (entry.msg === 'gRPC listening') grpcPort = entry.port as number;
+          if (port0 && grpcPort) {
             clearTimeout(timer);
-            resolve(entry.port as number);
+            resolve(port0);
           }
         } catch {
           // not a log line
@@ -51,7 +59,7 @@ async function startNode(dataDir: string): Promise<Node> {
     child.stderr!.on('data', () => {});
     void exited.then((code) => reject(new Error(`node exited with ${code} before listening`)));
   });
-  return { child, port, logs, exited };
+  return { child, port, grpcPort, logs, exited };
 }
 
 function connectRider(port: number, sub: string): Promise<{ ws: WebSocket; inbox: ServerMessage[]; closed: Promise<number> }> {
@@ -66,6 +74,23 @@ function connectRider(port: number, sub: string): Promise<{ ws: WebSocket; inbox
   return new Promise((resolve, reject) => {
     ws.once('open', () => resolve({ ws, inbox, closed }));
     ws.once('error', reject);
+  });
+}
+
+function quoteOver(port: number): Promise<QuoteDeliveryResponse> {
+  const client = new DispatchServiceClient(`127.0.0.1:${port}`, credentials.createInsecure());
+  const token = signToken({ sub: 'node-test', role: 'service', ttlSec: 600 }, developmentAuthConfig());
+  return new Promise((resolve, reject) => {
+    client.quoteDelivery(
+      { origin: { $case: 'pickup', pickup: { lat: 12.9352, lng: 77.6245 } }, dropoff: { lat: 12.9411, lng: 77.6302 } },
+      withBearer(token),
+      { deadline: Date.now() + 10_000 },
+      (err, res) => {
+        client.close();
+        if (err) reject(err);
+        else resolve(res);
+      },
+    );
   });
 }
 
@@ -94,6 +119,9 @@ t.test('SIGTERM drains and exits 0; a restarted node remembers what was acknowle
   const first = await startNode(dataDir);
   nodes.push(first);
   t.equal(await (await fetch(`http://127.0.0.1:${first.port}/readyz`)).text(), 'ready\n');
+  // Backends reach the same node over gRPC with a service token; the commerce side is up.
+  const quote = await quoteOver(first.grpcPort);
+  t.ok(quote.feePaise > 0 && quote.surgeFactor >= 1, 'DispatchService answers a delivery quote');
   const rider = await connectRider(first.port, 'rider-term');
   rider.ws.send(encode({ t: MessageType.online, s: 1, position: { lat: 12.9352, lng: 77.6245 }, capacity: 2 } as Message));
   const online = await waitFor(ackOf(rider.inbox, 1), 'online ack');

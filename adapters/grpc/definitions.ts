@@ -1,39 +1,17 @@
 /**
  * The service definitions the adapter servers and clients speak: the
- * generated quickdash.v1 ones, plus two things the generated code lacks.
+ * generated quickdash.v1 ones, plus the standard health check.
  *
- * 1. CatalogService/GetReservation. CatalogPort.reservationOf has no RPC in
- *    catalog.proto yet. It is served under the path protoc would give it, with
- *    messages wire-identical to the ones the proto should declare
- *      rpc GetReservation(GetReservationRequest) returns (GetReservationResponse);
- *      message GetReservationRequest { string order_id = 1; }
- *      message GetReservationResponse { Reservation reservation = 1; } // absent: none
- *    (encoded here with ReleaseRequest and ReserveResponse, which have exactly
- *    those fields), so clients built from a regenerated proto interoperate.
- *
- * 2. grpc.health.v1.Health/Check, the standard health protocol that
- *    container and Kubernetes probes speak, hand-encoded (two tiny messages)
- *    because no health package is a dependency.
+ * grpc.health.v1.Health/Check is the standard health protocol that
+ * container and Kubernetes probes speak, hand-encoded (two tiny messages)
+ * because no health package is a dependency.
  */
-import type { MethodDefinition } from '@grpc/grpc-js';
 import { BinaryReader, BinaryWriter } from '@bufbuild/protobuf/wire';
-import { CatalogServiceService, ReleaseRequest, ReserveResponse } from '../../protos/gen/quickdash/v1/catalog.ts';
-import type { ReleaseRequest as GetReservationRequest, ReserveResponse as GetReservationResponse } from '../../protos/gen/quickdash/v1/catalog.ts';
+import { CatalogServiceService } from '../../protos/gen/quickdash/v1/catalog.ts';
+export type { GetReservationRequest, GetReservationResponse } from '../../protos/gen/quickdash/v1/catalog.ts';
 
-export type { GetReservationRequest, GetReservationResponse };
-
-export const getReservationMethod = {
-  path: '/quickdash.v1.CatalogService/GetReservation',
-  requestStream: false,
-  responseStream: false,
-  requestSerialize: (value: GetReservationRequest): Buffer => Buffer.from(ReleaseRequest.encode(value).finish()),
-  requestDeserialize: (value: Buffer): GetReservationRequest => ReleaseRequest.decode(value),
-  responseSerialize: (value: GetReservationResponse): Buffer => Buffer.from(ReserveResponse.encode(value).finish()),
-  responseDeserialize: (value: Buffer): GetReservationResponse => ReserveResponse.decode(value),
-} as const satisfies MethodDefinition<GetReservationRequest, GetReservationResponse>;
-
-/** CatalogService as generated, plus GetReservation. */
-export const CatalogAdapterService = { ...CatalogServiceService, getReservation: getReservationMethod } as const;
+/** CatalogService as generated. */
+export const CatalogAdapterService = CatalogServiceService;
 
 // ------------------------------------------------------------------ grpc.health.v1
 

@@ -28,7 +28,7 @@ import {
   stockToPb,
   storeToPb,
 } from './codec.ts';
-import type { GetReservationRequest, GetReservationResponse } from './definitions.ts';
+import type { GetReservationRequest } from './definitions.ts';
 import { databaseReason, isDatabaseUnavailable } from './errors.ts';
 
 export interface ServerOptions {
@@ -38,10 +38,8 @@ export interface ServerOptions {
   logger?: Logger;
 }
 
-/** CatalogService as generated, plus GetReservation (see definitions.ts). */
-export interface CatalogAdapterServer extends CatalogServiceServer {
-  getReservation: (call: ServerUnaryCall<GetReservationRequest, GetReservationResponse>, callback: sendUnaryData<GetReservationResponse>) => void;
-}
+/** CatalogService as generated. */
+export type CatalogAdapterServer = CatalogServiceServer;
 
 /** Streamed responses are cut at about this many bytes of payload: well under grpc's 4 MiB default receive limit. */
 const CHUNK_BYTES = 1 << 20;

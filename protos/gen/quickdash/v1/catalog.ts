@@ -186,6 +186,16 @@ export interface Reservation {
   createdAt: number;
 }
 
+export interface GetReservationRequest {
+  /** Required. The order whose reservation to read. */
+  orderId: string;
+}
+
+export interface GetReservationResponse {
+  /** Absent when the order never reserved anything. `store` is not filled. */
+  reservation?: Reservation | undefined;
+}
+
 export interface ReserveRequest {
   /** Required. The order the stock is for (the reservation's idempotency key). */
   orderId: string;
@@ -655,6 +665,148 @@ export const Reservation: MessageFns<Reservation> = {
     message.store = (object.store !== undefined && object.store !== null) ? Store.fromPartial(object.store) : undefined;
     message.status = object.status ?? 0;
     message.createdAt = object.createdAt ?? 0;
+    return message;
+  },
+};
+
+function createBaseGetReservationRequest(): GetReservationRequest {
+  return { orderId: "" };
+}
+
+export const GetReservationRequest: MessageFns<GetReservationRequest> = {
+  encode(message: GetReservationRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.orderId !== "") {
+      writer.uint32(10).string(message.orderId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetReservationRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetReservationRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.orderId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetReservationRequest {
+    return {
+      orderId: isSet(object.orderId)
+        ? globalThis.String(object.orderId)
+        : isSet(object.order_id)
+        ? globalThis.String(object.order_id)
+        : "",
+    };
+  },
+
+  toJSON(message: GetReservationRequest): unknown {
+    const obj: any = {};
+    if (message.orderId !== "") {
+      obj.orderId = message.orderId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetReservationRequest>, I>>(base?: I): GetReservationRequest {
+    return GetReservationRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetReservationRequest>, I>>(object: I): GetReservationRequest {
+    const message = createBaseGetReservationRequest();
+    message.orderId = object.orderId ?? "";
+    return message;
+  },
+};
+
+function createBaseGetReservationResponse(): GetReservationResponse {
+  return { reservation: undefined };
+}
+
+export const GetReservationResponse: MessageFns<GetReservationResponse> = {
+  encode(message: GetReservationResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.reservation !== undefined) {
+      Reservation.encode(message.reservation, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetReservationResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetReservationResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.reservation = Reservation.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetReservationResponse {
+    return { reservation: isSet(object.reservation) ? Reservation.fromJSON(object.reservation) : undefined };
+  },
+
+  toJSON(message: GetReservationResponse): unknown {
+    const obj: any = {};
+    if (message.reservation !== undefined) {
+      obj.reservation = Reservation.toJSON(message.reservation);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetReservationResponse>, I>>(base?: I): GetReservationResponse {
+    return GetReservationResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetReservationResponse>, I>>(object: I): GetReservationResponse {
+    const message = createBaseGetReservationResponse();
+    message.reservation = (object.reservation !== undefined && object.reservation !== null)
+      ? Reservation.fromPartial(object.reservation)
+      : undefined;
     return message;
   },
 };
@@ -2047,6 +2199,21 @@ export const CatalogServiceService = {
     responseDeserialize: (value: Buffer): CommitResponse => CommitResponse.decode(value),
   },
   /**
+   * What an order holds: its reservation whatever its status, or no
+   * reservation when the order never reserved anything.
+   */
+  getReservation: {
+    path: "/quickdash.v1.CatalogService/GetReservation" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetReservationRequest): Buffer =>
+      Buffer.from(GetReservationRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetReservationRequest => GetReservationRequest.decode(value),
+    responseSerialize: (value: GetReservationResponse): Buffer =>
+      Buffer.from(GetReservationResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetReservationResponse => GetReservationResponse.decode(value),
+  },
+  /**
    * Seed / admin: creates a store or replaces its settings (all of them: name,
    * location, time zone, prep time, hours, paused). Its products and stock are
    * kept. Errors: QD_ERR_INVALID_ARGUMENT naming the field.
@@ -2118,6 +2285,11 @@ export interface CatalogServiceServer extends UntypedServiceImplementation {
    * be released. Idempotent.
    */
   commit: handleUnaryCall<CommitRequest, CommitResponse>;
+  /**
+   * What an order holds: its reservation whatever its status, or no
+   * reservation when the order never reserved anything.
+   */
+  getReservation: handleUnaryCall<GetReservationRequest, GetReservationResponse>;
   /**
    * Seed / admin: creates a store or replaces its settings (all of them: name,
    * location, time zone, prep time, hours, paused). Its products and stock are
@@ -2220,6 +2392,25 @@ export interface CatalogServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CommitResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * What an order holds: its reservation whatever its status, or no
+   * reservation when the order never reserved anything.
+   */
+  getReservation(
+    request: GetReservationRequest,
+    callback: (error: ServiceError | null, response: GetReservationResponse) => void,
+  ): ClientUnaryCall;
+  getReservation(
+    request: GetReservationRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetReservationResponse) => void,
+  ): ClientUnaryCall;
+  getReservation(
+    request: GetReservationRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetReservationResponse) => void,
   ): ClientUnaryCall;
   /**
    * Seed / admin: creates a store or replaces its settings (all of them: name,

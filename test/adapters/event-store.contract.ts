@@ -200,15 +200,16 @@ export function eventStoreContract(t: Test, name: string, makeStore: () => Promi
     );
   });
 
+  // Earnings are whole paise, as the engine produces them (riderFee is an integer) and the wire carries them.
   withStore('statistics deltas add up and rates are computed', async (t, store) => {
     const d = (x: Partial<RiderStatsDelta>): RiderStatsDelta => ({ riderId: 'r1', day: DAY, ...x });
     await store.append([ev('rider:r1', 1)], [d({ offers: 1 }), d({ offers: 1, accepts: 1 })]);
-    await store.append([], [d({ deliveries: 1, onTime: 1, distanceM: 1234.5, earnings: 45.5 })]);
+    await store.append([], [d({ deliveries: 1, onTime: 1, distanceM: 1234.5, earnings: 45 })]);
     await store.append([ev('rider:r1', 2)], [d({ deliveries: 1, distanceM: 765.5, earnings: 30 }), d({ riderId: 'r2', offers: 2 })]);
     await store.append([], [d({ day: '2026-11-25', deliveries: 1, onTime: 1 })]);
     t.strictSame(
       await store.riderDailyStats('r1', DAY),
-      { riderId: 'r1', day: DAY, deliveries: 2, onTime: 1, distanceM: 2000, earnings: 75.5, offers: 2, accepts: 1, onTimeRate: 0.5, acceptanceRate: 0.5 },
+      { riderId: 'r1', day: DAY, deliveries: 2, onTime: 1, distanceM: 2000, earnings: 75, offers: 2, accepts: 1, onTimeRate: 0.5, acceptanceRate: 0.5 },
       'sums across and within appends, rates from the sums',
     );
     t.strictSame(

@@ -135,18 +135,7 @@ t.test('persistence over gRPC', { skip: pgSkip ?? false }, async (t) => {
     return client;
   };
 
-  // The contract only calls t.test(title, fn). One subtest adds fractional earnings (45.5), which
-  // persistence.proto cannot carry (int64 earnings_paise, whole paise as the engine produces): it is
-  // reported as a todo (tap does not run it) until the proto or the contract changes; 'statistics over
-  // the wire' below checks the same sums with whole paise, and that a fraction is refused, not cut.
-  const fractionalEarnings = /statistics deltas add up and rates are computed$/;
-  const contractT = {
-    test: (title: string, fn: (t: Test) => Promise<void>) =>
-      fractionalEarnings.test(title)
-        ? t.test(title, { todo: 'persistence.proto carries earnings as int64 paise; the contract adds 45.5' }, fn)
-        : t.test(title, fn),
-  } as unknown as Test;
-  eventStoreContract(contractT, 'grpc-postgres', () => open(nextSchema()), {
+  eventStoreContract(t, 'grpc-postgres', () => open(nextSchema()), {
     // A restart of both sides: the client closes, the service stops, a new service and client open on the same schema.
     reopen: async (store) => {
       await store.close();

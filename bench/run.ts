@@ -15,6 +15,7 @@ const benches: Record<string, { file: string; nodeArgs?: string[]; args?: string
   'replay-day': { file: 'replay-day.ts' },
   'store-append': { file: 'store.ts' },
   'fleet-apply': { file: 'fleet.ts' },
+  'grpc-create': { file: 'grpc-create.ts' },
 };
 
 const [name, ...rest] = process.argv.slice(2);

@@ -817,7 +817,9 @@ export function messageFields(name: MessageName): Array<{ name: string; type: st
 // ---------------------------------------------------------------- Encode / decode
 
 // Plain maps, never msgpackr records, so any msgpack decoder can read our frames.
-const packr = new Packr({ useRecords: false });
+// int64AsType 'auto': other msgpack libraries write epoch-ms timestamps as 64-bit integers;
+// they must decode as numbers (BigInt only beyond 2^53, which the validators then refuse).
+const packr = new Packr({ useRecords: false, int64AsType: 'auto' as 'number' /* the runtime knows 'auto'; its types lag */ });
 
 /**
  * Encodes one message as a msgpack map: `t` first, then the schema's fields

@@ -24,6 +24,7 @@ import {
   type AckResult,
   type AppRole,
   type ClientMessage,
+  type ErrorMessage,
   type Message,
 } from './protocol.ts';
 import { loadUws, type Uws } from './uws.ts';
@@ -86,11 +87,18 @@ const DEFAULT_TUNING: GatewayTuning = {
 };
 
 /** What a client session remembers so a reconnecting app can replay its queue safely. */
+/** Sessions kept per user: one per device a user plausibly runs, with room for a reconnect race. */
+const SESSIONS_PER_USER = 4;
+
 interface Session {
   id: string;
   userId: string;
   lastS: number;
   outcomes: Map<number, Message>;
+  /** Outcomes of commands still running, so a replay arriving meanwhile gets the same answer after them. */
+  pending: Map<number, Promise<Message>>;
+  /** Open connections on this session; only a session with none can expire. */
+  connections: number;
   expiresAt: number;
 }
 
@@ -127,6 +135,8 @@ interface Conn {
   follows: Map<string, Follow>;
   riderUnsub: Unsubscribe | null;
   offerOrderId: string | null;
+  /** Seq of the last rider state sent on this connection. */
+  riderSeq: number;
   closed: boolean;
 }
 
@@ -141,6 +151,9 @@ export class Gateway {
   readonly #uws = loadUws();
   readonly #app: Uws.TemplatedApp;
   readonly #sessions = new Map<string, Session>();
+  /** Session ids by user, oldest first. */
+  readonly #sessionsOf = new Map<string, Set<string>>();
+  #sweptAt = 0;
   readonly #byUser = new Map<string, Set<Socket>>();
   readonly #sockets = new Set<Socket>();
   /** Who follows the orders each rider carries: a rider's fix fans out to these. */
@@ -242,7 +255,9 @@ export class Gateway {
       });
     });
     this.#app.ws<Conn>('/v1/ws', {
-      maxPayloadLength: Limits.maxFrameBytes,
+      // Above the protocol's limit, so an oversized frame gets QD_ERR_PAYLOAD_TOO_LARGE from decode
+      // rather than a bare disconnect; only frames beyond this are cut off by uWS.
+      maxPayloadLength: Limits.maxFrameBytes * 8,
       idleTimeout: Limits.idleTimeoutMs / 1000,
       // Above our own limit, so uWS never silently drops a frame: #send closes the socket first.
       maxBackpressure: this.#tuning.slowConsumerBytes + Limits.maxFrameBytes * 2,
@@ -257,6 +272,40 @@ export class Gateway {
     this.#app.any('/*', (res) => {
       res.writeStatus('404 Not Found').end('not found\n');
     });
+  }
+
+  /**
+   * Forgets sessions nobody can resume any more (expired, no connection), and
+   * keeps at most a few per user, so a client reconnecting in a loop without
+   * its session id cannot grow memory.
+   */
+  #sweepSessions(now: number): void {
+    if (now - this.#sweptAt > 10_000) {
+      this.#sweptAt = now;
+      for (const [id, session] of this.#sessions) {
+        if (session.connections === 0 && session.expiresAt < now) this.#forget(id, session);
+      }
+    }
+  }
+
+  #forget(id: string, session: Session): void {
+    this.#sessions.delete(id);
+    const ids = this.#sessionsOf.get(session.userId);
+    if (!ids) return;
+    ids.delete(id);
+    if (ids.size === 0) this.#sessionsOf.delete(session.userId);
+  }
+
+  #keepSession(session: Session): void {
+    let ids = this.#sessionsOf.get(session.userId);
+    if (!ids) this.#sessionsOf.set(session.userId, (ids = new Set()));
+    ids.add(session.id);
+    if (ids.size <= SESSIONS_PER_USER) return;
+    for (const id of ids) {
+      const old = this.#sessions.get(id);
+      if (old && old !== session && old.connections === 0) this.#forget(id, old);
+      if (ids.size <= SESSIONS_PER_USER) return;
+    }
   }
 
   /** Reads a POST body in full (uWS hands it over in chunks), capped, then answers with the route's handler. */
@@ -330,8 +379,18 @@ export class Gateway {
     let session = wanted ? this.#sessions.get(wanted) : undefined;
     // A session belongs to one user: naming someone else's starts a fresh one.
     if (!session || session.userId !== `${p.role}:${p.sub}` || session.expiresAt < now) {
-      session = { id: randomUUID(), userId: `${p.role}:${p.sub}`, lastS: 0, outcomes: new Map(), expiresAt: now + Limits.sessionTtlMs };
+      session = {
+        id: randomUUID(),
+        userId: `${p.role}:${p.sub}`,
+        lastS: 0,
+        outcomes: new Map(),
+        pending: new Map(),
+        connections: 0,
+        expiresAt: now + Limits.sessionTtlMs,
+      };
       this.#sessions.set(session.id, session);
+      this.#keepSession(session);
+      this.#sweepSessions(now);
     }
     const conn: Conn = {
       id: randomUUID().slice(0, 8),
@@ -344,6 +403,7 @@ export class Gateway {
       follows: new Map(),
       riderUnsub: null,
       offerOrderId: null,
+      riderSeq: 0,
       closed: false,
     };
     (conn as Conn & { resumed: boolean }).resumed = session.id === wanted;
@@ -373,7 +433,15 @@ export class Gateway {
       resumed: (c as Conn & { resumed: boolean }).resumed,
       lastS: c.session.lastS,
     });
-    if (c.principal.role === 'rider') c.riderUnsub = this.#engine.watchRider(c.principal.sub, (u) => this.#onRider(ws, u));
+    c.session.connections += 1;
+    if (c.principal.role === 'rider') {
+      c.riderUnsub = this.#engine.watchRider(c.principal.sub, (u) => this.#onRider(ws, u));
+      // A (re)connecting rider learns where it stands at once: its state and any offer it holds.
+      this.#engine.getRider(c.principal.sub).then(
+        (rider) => this.#onRider(ws, { riderId: rider.riderId, seq: rider.seq, event: 'CONNECTED', at: Date.now(), rider }),
+        () => {}, // a rider that never went online has no state yet
+      );
+    }
     this.#log.debug({ conn: c.id, user: userKey }, 'connection open');
   }
 
@@ -385,6 +453,7 @@ export class Gateway {
     for (const f of c.follows.values()) this.#dropFollow(f);
     c.follows.clear();
     c.riderUnsub?.();
+    c.session.connections -= 1;
     c.session.expiresAt = Date.now() + Limits.sessionTtlMs;
     this.#m.connections.dec({ role: c.principal.role });
   }
@@ -408,27 +477,30 @@ export class Gateway {
   #message(ws: Socket, data: ArrayBuffer, isBinary: boolean): void {
     const c = ws.getUserData();
     const now = Date.now();
+    if (!isBinary) {
+      // docs/protocol.md, Transport: a text frame is a protocol violation; answered, then closed.
+      this.#answer(ws, c, gatewayErrorFrame('QD_ERR_MALFORMED_FRAME', { message: 'frames are binary msgpack maps, not text' }));
+      c.chain = c.chain.then(() => void (c.closed || ws.end(CloseCodes.PROTOCOL_VIOLATION, 'text frame')));
+      return;
+    }
+    // uWS reuses `data` after this call returns: decode copies what it keeps.
+    const decoded = decode(data, 'client');
+    const s = decoded.ok ? (decoded.msg as { s?: number }).s : decoded.s;
     // Token bucket per connection.
     const { messageBurst, messagesPerSecond } = this.#tuning;
     c.tokens = Math.min(messageBurst, c.tokens + ((now - c.refilledAt) / 1000) * messagesPerSecond);
     c.refilledAt = now;
-    if (c.tokens < 1) {
-      this.#m.refused.inc({ code: 'QD_ERR_RATE_LIMITED' });
-      this.#send(ws, gatewayErrorFrame('QD_ERR_RATE_LIMITED', { retryAfterMs: Math.ceil(1000 / messagesPerSecond) }));
-      if (c.tokens < -messageBurst) ws.end(CloseCodes.RATE_LIMITED, 'rate limit');
-      c.tokens -= 1;
+    c.tokens -= 1;
+    if (c.tokens < 0) {
+      this.#refuse(ws, c, s, gatewayErrorFrame('QD_ERR_RATE_LIMITED', { s, retryAfterMs: Math.ceil(1000 / messagesPerSecond) }));
+      if (c.tokens < -messageBurst) c.chain = c.chain.then(() => void (c.closed || ws.end(CloseCodes.RATE_LIMITED, 'rate limit')));
       return;
     }
-    c.tokens -= 1;
-    // uWS reuses `data` after this call returns: decode copies what it keeps.
-    const decoded = isBinary ? decode(data, 'client') : null;
-    if (!decoded || !decoded.ok) {
-      const frame = decoded
-        ? errorFrame(decoded)
-        : gatewayErrorFrame('QD_ERR_MALFORMED_FRAME', { message: 'frames are binary msgpack maps, not text' });
-      this.#m.refused.inc({ code: frame.error });
-      this.#send(ws, frame);
-      if (++c.malformed >= Limits.malformedFramesBeforeClose) ws.end(CloseCodes.PROTOCOL_VIOLATION, 'too many malformed frames');
+    if (!decoded.ok) {
+      this.#refuse(ws, c, s, errorFrame(decoded));
+      if (++c.malformed >= Limits.malformedFramesBeforeClose) {
+        c.chain = c.chain.then(() => void (c.closed || ws.end(CloseCodes.PROTOCOL_VIOLATION, 'too many malformed frames')));
+      }
       return;
     }
     const msg = decoded.msg;
@@ -437,36 +509,74 @@ export class Gateway {
       this.#send(ws, msg.ts === undefined ? { t: MessageType.pong, now } : { t: MessageType.pong, now, ts: msg.ts });
       return;
     }
-    const s = (msg as { s: number }).s;
-    if (!roleMaySend(c.principal.role, msg)) {
-      this.#m.refused.inc({ code: 'QD_ERR_ROLE_NOT_ALLOWED' });
-      this.#send(ws, gatewayErrorFrame('QD_ERR_ROLE_NOT_ALLOWED', { s }));
+    const cmd = msg as ClientMessage & { s: number };
+    if (this.#draining) {
+      this.#refuse(ws, c, cmd.s, errorFrame(new DispatchError('QD_ERR_SHUTTING_DOWN'), cmd.s));
       return;
     }
+    if (!roleMaySend(c.principal.role, cmd)) {
+      this.#refuse(ws, c, cmd.s, gatewayErrorFrame('QD_ERR_ROLE_NOT_ALLOWED', { s: cmd.s }));
+      return;
+    }
+    if (this.#replayed(ws, c, cmd.s)) return;
     const session = c.session;
-    if (s <= session.lastS) {
-      // A replayed command: answer what it got the first time, apply nothing again.
-      const before = session.outcomes.get(s);
-      if (before) this.#send(ws, { ...before, dup: true } as Message);
-      else this.#send(ws, gatewayErrorFrame('QD_ERR_DUPLICATE_SEQUENCE', { s }));
-      return;
-    }
-    session.lastS = s;
+    session.lastS = cmd.s;
     const started = performance.now();
-    c.chain = c.chain.then(async () => {
-      let outcome: Message;
+    const outcome = c.chain.then(async (): Promise<Message> => {
       try {
-        outcome = { t: MessageType.ack, s, result: await this.#command(ws, c, msg) };
+        return { t: MessageType.ack, s: cmd.s, result: await this.#command(ws, c, cmd) };
       } catch (err) {
-        if (!(err instanceof DispatchError)) this.#log.error({ err, conn: c.id, user: c.session.userId, s }, 'command failed');
-        outcome = errorFrame(err, s);
-        this.#m.refused.inc({ code: (outcome as { error: string }).error });
+        if (!(err instanceof DispatchError)) this.#log.error({ err, conn: c.id, user: session.userId, s: cmd.s }, 'command failed');
+        const frame = errorFrame(err, cmd.s);
+        this.#m.refused.inc({ code: frame.error });
+        return frame;
       }
-      session.outcomes.set(s, outcome);
-      if (session.outcomes.size > Limits.replayWindow) session.outcomes.delete(session.outcomes.keys().next().value as number);
-      this.#m.commandSeconds.observe((performance.now() - started) / 1000);
-      this.#send(ws, outcome);
     });
+    session.pending.set(cmd.s, outcome);
+    c.chain = outcome.then((o) => {
+      this.#remember(session, cmd.s, o);
+      this.#m.commandSeconds.observe((performance.now() - started) / 1000);
+      this.#send(ws, o);
+    });
+  }
+
+  /**
+   * A command at or below the session's last `s`: answered with what it got
+   * the first time (after the original, if that is still running), never
+   * applied again. Returns false for a new `s`.
+   */
+  #replayed(ws: Socket, c: Conn, s: number): boolean {
+    const session = c.session;
+    if (s > session.lastS) return false;
+    const before = session.outcomes.get(s);
+    const running = session.pending.get(s);
+    c.chain = c.chain.then(async () => {
+      const o = before ?? (running ? await running : undefined);
+      this.#send(ws, o ? ({ ...o, dup: true } as Message) : gatewayErrorFrame('QD_ERR_DUPLICATE_SEQUENCE', { s }));
+    });
+    return true;
+  }
+
+  /** A refused frame: counted, answered in order, and, when its `s` is new, processed at that `s`. */
+  #refuse(ws: Socket, c: Conn, s: number | undefined, frame: ErrorMessage): void {
+    this.#m.refused.inc({ code: frame.error });
+    if (s !== undefined && Number.isInteger(s) && s > 0 && s <= Limits.maxClientSeq) {
+      if (this.#replayed(ws, c, s)) return;
+      c.session.lastS = s;
+      this.#remember(c.session, s, frame);
+    }
+    this.#answer(ws, c, frame);
+  }
+
+  /** Sends after every answer already due on this connection, so answers keep the order of the frames. */
+  #answer(ws: Socket, c: Conn, msg: Message): void {
+    c.chain = c.chain.then(() => void this.#send(ws, msg));
+  }
+
+  #remember(session: Session, s: number, outcome: Message): void {
+    session.pending.delete(s);
+    session.outcomes.set(s, outcome);
+    if (session.outcomes.size > Limits.replayWindow) session.outcomes.delete(session.outcomes.keys().next().value as number);
   }
 
   /** One command, as the engine call it stands for. Throws DispatchError on refusal. */
@@ -583,6 +693,9 @@ export class Gateway {
   #onRider(ws: Socket, u: RiderUpdate): void {
     const c = ws.getUserData();
     const r = u.rider;
+    // The state read at connect and the live feed may cross: never step back.
+    if (r.seq <= c.riderSeq) return;
+    c.riderSeq = r.seq;
     if (r.offer && r.offer.orderId !== c.offerOrderId) {
       c.offerOrderId = r.offer.orderId;
       const o = r.offer;

@@ -2,80 +2,32 @@
 import t from 'tap';
 import WebSocket from 'ws';
 import { Packr } from 'msgpackr';
-import { createEngine, MemoryEventStore, VirtualClock } from '../../engine/index.ts';
-import type { DispatchEngine } from '../../engine/index.ts';
-import { developmentAuthConfig, signToken } from '../../gateway/auth.ts';
-import { CloseCodes, MessageType, decode, encode, type Message, type ServerMessage } from '../../gateway/protocol.ts';
-import { startGateway, type Gateway } from '../../gateway/server.ts';
+import { signToken } from '../../gateway/auth.ts';
+import { CloseCodes, Limits, MessageType, gatewayErrorFrame, type ServerMessage } from '../../gateway/protocol.ts';
 import { offset, orderSpec, STORE, T0 } from '../engine/harness.ts';
+import { ackOf, auth, connect, setup, type Client } from './clients.ts';
 
-const auth = developmentAuthConfig();
-
-interface Client {
-  ws: WebSocket;
-  inbox: ServerMessage[];
-  send(msg: object): void;
-  sendRaw(bytes: Uint8Array | string): void;
-  /** Waits for the first message after `from` (an inbox index) that matches. */
-  next(pred: (m: ServerMessage) => boolean, what: string, from?: number): Promise<ServerMessage>;
-  close(): Promise<void>;
-}
-
-async function connect(port: number, role: 'rider' | 'customer' | 'operations', sub: string, query = ''): Promise<Client> {
-  const token = signToken({ sub, role, ttlSec: 600 }, auth);
-  const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/ws?token=${token}${query}`);
-  const inbox: ServerMessage[] = [];
-  const waiters: Array<() => void> = [];
-  ws.on('message', (data: Buffer) => {
-    const d = decode(new Uint8Array(data), 'server');
-    if (d.ok) inbox.push(d.msg);
-    for (const w of waiters.splice(0)) w();
-  });
-  await new Promise<void>((resolve, reject) => {
-    ws.once('open', () => resolve());
-    ws.once('error', reject);
-  });
-  const client: Client = {
-    ws,
-    inbox,
-    send: (msg) => ws.send(encode(msg as Message)),
-    sendRaw: (bytes) => ws.send(bytes),
-    async next(pred, what, from = 0) {
-      const deadline = Date.now() + 3_000;
-      for (;;) {
-        const found = inbox.slice(from).find(pred);
-        if (found) return found;
-        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; got ${JSON.stringify(inbox.slice(from))}`);
-        await new Promise<void>((r) => {
-          waiters.push(r);
-          setTimeout(r, 50);
-        });
-      }
-    },
-    close: () =>
-      new Promise((r) => {
-        if (ws.readyState === WebSocket.CLOSED) return r();
-        ws.once('close', () => r());
-        ws.close();
-      }),
-  };
-  await client.next((m) => m.t === MessageType.hello, 'hello');
-  return client;
-}
-
-const ackOf = (s: number) => (m: ServerMessage) => (m.t === MessageType.ack || m.t === MessageType.error) && (m as { s?: number }).s === s;
-
-async function setup(t: Tap.Test): Promise<{ engine: DispatchEngine; clock: VirtualClock; gw: Gateway }> {
-  const clock = new VirtualClock(T0);
-  const engine = await createEngine({ store: new MemoryEventStore(), clock, threads: false, config: { shards: 1, matchWindowMs: 1_000 } });
-  const gw = await startGateway({ engine, auth, logger: (await import('pino')).default({ level: 'silent' }) });
-  // Even a failing test must not leave a listen socket open: Node would wait on it.
-  t.teardown(async () => {
-    await gw.drain(0);
-    await engine.close();
-  });
-  return { engine, clock, gw };
-}
+const rawPackr = new Packr({ useRecords: false });
+/** A msgpack map from already-encoded values: 64-bit integers as other msgpack libraries write them. */
+const rawMap = (entries: Array<[string, Uint8Array | unknown]>): Uint8Array =>
+  new Uint8Array(Buffer.concat([Uint8Array.of(0x80 | entries.length), ...entries.flatMap(([k, v]) => [rawPackr.pack(k), v instanceof Uint8Array ? v : rawPackr.pack(v)])]));
+const uint64 = (n: bigint): Uint8Array => {
+  const b = Buffer.alloc(9);
+  b[0] = 0xcf;
+  b.writeBigUInt64BE(n, 1);
+  return new Uint8Array(b);
+};
+const int64 = (n: bigint): Uint8Array => {
+  const b = Buffer.alloc(9);
+  b[0] = 0xd3;
+  b.writeBigInt64BE(n, 1);
+  return new Uint8Array(b);
+};
+/** The acks and errors received, in order, as [s, code or 'ack', dup]. */
+const answers = (c: Client) =>
+  c.inbox
+    .filter((m) => m.t === MessageType.ack || m.t === MessageType.error)
+    .map((m) => [(m as { s?: number }).s, m.t === MessageType.ack ? 'ack' : (m as { error: string }).error, (m as { dup?: boolean }).dup ?? false]);
 
 t.test('a rider delivers an order over the socket while its customer sees every step', async (t) => {
   const { engine, clock, gw } = await setup(t);
@@ -148,6 +100,8 @@ t.test('a reconnecting rider replays its queue: duplicates are answered from mem
 
   const second = await connect(gw.port, 'rider', 'rider-8', `&session=${session}`);
   t.match(second.inbox[0], { t: MessageType.hello, resumed: true, lastS: 2 });
+  // Right after hello, before anything is sent: where the rider stands.
+  t.match(await second.next((m) => m.t === MessageType.riderState, 'state after hello'), { status: 'onBreak', orderIds: [] });
   second.send({ t: MessageType.online, s: 1, position: STORE });
   second.send({ t: MessageType.break, s: 2, on: true });
   second.send({ t: MessageType.break, s: 3, on: true });
@@ -162,6 +116,27 @@ t.test('a reconnecting rider replays its queue: duplicates are answered from mem
   await Promise.all([second.close(), other.close()]);
   await gw.drain(100);
   await engine.close();
+});
+
+t.test('a reconnecting rider is told its state and its pending offer right after hello', async (t) => {
+  const { engine, clock, gw } = await setup(t);
+  const first = await connect(gw.port, 'rider', 'rider-offered');
+  const session = (first.inbox[0] as { session: string }).session;
+  first.send({ t: MessageType.online, s: 1, position: offset(STORE, 300, 0), capacity: 1 });
+  await first.next(ackOf(1), 'online');
+  const spec = orderSpec({ customerId: 'cust-offered' });
+  await engine.createOrder(spec);
+  clock.advance(1_000);
+  await engine.tick();
+  await first.next((m) => m.t === MessageType.offer, 'offer');
+  await first.close();
+  for (const query of [`&session=${session}`, '']) {
+    const again = await connect(gw.port, 'rider', 'rider-offered', query);
+    t.match(await again.next((m) => m.t === MessageType.riderState, 'state'), { status: 'offered' });
+    t.match(await again.next((m) => m.t === MessageType.offer, 'the offer again'), { orderId: spec.orderId, storeId: spec.storeId });
+    t.same(answers(again), [], 'without sending anything');
+    await again.close();
+  }
 });
 
 t.test('auth refusals at upgrade', async (t) => {
@@ -210,13 +185,220 @@ t.test('roles and ownership: a customer sees only its own orders, a rider acts o
   await engine.close();
 });
 
+// Sequencing: docs/protocol.md, "Sequencing and acks".
+
+t.test('every frame whose s can be read is processed at that s, refusals included; replays are answered from memory, in order', async (t) => {
+  const { engine, gw } = await setup(t);
+  const rider = await connect(gw.port, 'rider', 'rider-seq');
+  const session = (rider.inbox[0] as { session: string }).session;
+  // All sent at once: the answers come in the order of the frames.
+  rider.send({ t: MessageType.fix, s: 10, lat: NaN, lng: 77, ts: 1, seq: 1 }); // refused, but s 10 is processed
+  rider.send({ t: MessageType.online, s: 5, position: STORE }); // below 10, never seen: a duplicate
+  rider.send({ t: MessageType.online, s: 10, position: STORE }); // s 10 again: its refusal again
+  rider.send({ t: MessageType.follow, s: 11, orderId: 'o-1' }); // not a rider's message, still processed at 11
+  rider.sendRaw(rawMap([['t', MessageType.online], ['s', 11], ['capacity', 'many']])); // malformed, s 11 again: the role refusal again
+  rider.send({ t: MessageType.online, s: 12, position: STORE });
+  rider.send({ t: MessageType.ping, ts: 3 });
+  rider.send({ t: MessageType.online, s: 12, position: STORE });
+  rider.sendRaw(rawMap([['t', MessageType.online]])); // no s: refused, nothing processed
+  rider.send({ t: MessageType.break, s: 13, on: true });
+  await rider.until(() => answers(rider).length === 9, 'nine answers');
+  t.same(
+    answers(rider),
+    [
+      [10, 'QD_ERR_INVALID_ARGUMENT', false],
+      [5, 'QD_ERR_DUPLICATE_SEQUENCE', false],
+      [10, 'QD_ERR_INVALID_ARGUMENT', true],
+      [11, 'QD_ERR_ROLE_NOT_ALLOWED', false],
+      [11, 'QD_ERR_ROLE_NOT_ALLOWED', true],
+      [12, 'ack', false],
+      [12, 'ack', true],
+      [undefined, 'QD_ERR_INVALID_ARGUMENT', false],
+      [13, 'ack', false],
+    ],
+    'one answer per command, in order; replays carry dup',
+  );
+  const byS = (s: number) => rider.inbox.filter(ackOf(s));
+  t.same(byS(10)[1], { ...byS(10)[0], dup: true }, 'the refusal is repeated exactly, with dup');
+  t.same(byS(12)[1], { ...byS(12)[0], dup: true }, 'the ack is repeated exactly, with dup');
+  t.match(rider.inbox.find((m) => m.t === MessageType.pong), { ts: 3 });
+  t.equal((await engine.getRider('rider-seq')).seq, 3, 'applied once each: registered, online, break');
+
+  // The last s survives a reconnect, and so do the outcomes.
+  await rider.close();
+  const again = await connect(gw.port, 'rider', 'rider-seq', `&session=${session}`);
+  t.match(again.inbox[0], { t: MessageType.hello, resumed: true, lastS: 13 });
+  again.send({ t: MessageType.online, s: 10, position: STORE });
+  again.send({ t: MessageType.break, s: 14, on: true }); // new, checked against the state: already on a break
+  await again.until(() => answers(again).length === 2, 'two answers');
+  t.same(answers(again), [
+    [10, 'QD_ERR_INVALID_ARGUMENT', true],
+    [14, 'QD_ERR_INVALID_TRANSITION', false],
+  ]);
+  await again.close();
+});
+
+t.test('the last 256 outcomes are remembered; older replays and unseen s below the last get QD_ERR_DUPLICATE_SEQUENCE', async (t) => {
+  const { gw } = await setup(t, { tuning: { messageBurst: 1_000, messagesPerSecond: 1_000 } });
+  const customer = await connect(gw.port, 'customer', 'cust-window');
+  for (let s = 1; s <= 300; s++) customer.send({ t: MessageType.unfollow, s, orderId: `o-${s}` });
+  customer.send({ t: MessageType.unfollow, s: 302, orderId: 'o-302' }); // a gap at 301
+  await customer.until(() => answers(customer).length === 301, '301 acks');
+  customer.send({ t: MessageType.unfollow, s: 45, orderId: 'x' });
+  customer.send({ t: MessageType.unfollow, s: 44, orderId: 'x' });
+  customer.send({ t: MessageType.unfollow, s: 301, orderId: 'x' });
+  customer.send({ t: MessageType.unfollow, s: 302, orderId: 'x' });
+  await customer.until(() => answers(customer).length === 305, 'four more answers');
+  // Remembered: 1..300 and 302, of which the last 256 are 46..300 and 302.
+  t.same(answers(customer).slice(301), [
+    [45, 'QD_ERR_DUPLICATE_SEQUENCE', false],
+    [44, 'QD_ERR_DUPLICATE_SEQUENCE', false],
+    [301, 'QD_ERR_DUPLICATE_SEQUENCE', false],
+    [302, 'ack', true],
+  ]);
+  customer.send({ t: MessageType.unfollow, s: 46, orderId: 'x' });
+  await customer.until(() => answers(customer).length === 306, 'the oldest kept');
+  t.same(customer.inbox.filter(ackOf(46))[1], { t: MessageType.ack, s: 46, dup: true, result: { orderId: 'o-46' } }, 'the oldest outcome kept, as first sent');
+  await customer.close();
+});
+
+t.test('a replay arriving while its original still runs is answered after it, with the same outcome; pongs do not wait', async (t) => {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const { engine, gw } = await setup(t, {
+    // riderBreak waits until the test releases it.
+    wrap: (e) =>
+      new Proxy(e, {
+        get: (target, prop) => {
+          const v = Reflect.get(target, prop, target) as unknown;
+          if (typeof v !== 'function') return v;
+          if (prop === 'riderBreak') return async (...args: unknown[]) => (await gate, (v as (...a: unknown[]) => unknown).apply(target, args));
+          return (v as (...a: unknown[]) => unknown).bind(target);
+        },
+      }),
+  });
+  const rider = await connect(gw.port, 'rider', 'rider-slow');
+  rider.send({ t: MessageType.online, s: 1, position: STORE });
+  await rider.next(ackOf(1), 'online');
+  rider.send({ t: MessageType.break, s: 2, on: true }); // held
+  rider.send({ t: MessageType.break, s: 2, on: true }); // its replay, while it runs
+  rider.sendRaw(rawMap([['t', MessageType.break], ['s', 3]])); // a refusal: answered after both
+  rider.send({ t: MessageType.ping, ts: 77 });
+  t.match(await rider.next((m) => m.t === MessageType.pong, 'pong while the command is held'), { ts: 77 });
+  await new Promise((r) => setTimeout(r, 100));
+  t.same(answers(rider), [[1, 'ack', false]], 'nothing after the held command is answered before it');
+  release();
+  await rider.until(() => answers(rider).length === 4, 'the held answers');
+  t.same(answers(rider), [
+    [1, 'ack', false],
+    [2, 'ack', false],
+    [2, 'ack', true],
+    [3, 'QD_ERR_INVALID_ARGUMENT', false],
+  ]);
+  const two = rider.inbox.filter(ackOf(2));
+  t.same(two[1], { ...two[0], dup: true }, 'the replay got the same outcome');
+  t.equal((await engine.getRider('rider-slow')).status, 'onBreak');
+  t.equal((await engine.getRider('rider-slow')).seq, 3, 'the break was applied once');
+  await rider.close();
+});
+
+t.test('a rate-limited frame is refused naming its s, which it consumes; a ping has none', async (t) => {
+  const { engine, gw } = await setup(t, { tuning: { messageBurst: 3, messagesPerSecond: 10 } });
+  const rider = await connect(gw.port, 'rider', 'rider-limited');
+  for (const ts of [1, 2, 3]) rider.send({ t: MessageType.ping, ts }); // the whole burst
+  rider.send({ t: MessageType.online, s: 7, position: STORE });
+  rider.send({ t: MessageType.ping, ts: 4 });
+  await rider.until(() => rider.inbox.filter((m) => m.t === MessageType.error).length === 2, 'two refusals');
+  const limited = rider.inbox.filter((m) => m.t === MessageType.error);
+  t.same(limited[0], gatewayErrorFrame('QD_ERR_RATE_LIMITED', { s: 7, retryAfterMs: 100 }), 'the command is refused with its s and when to retry');
+  t.same(limited[1], gatewayErrorFrame('QD_ERR_RATE_LIMITED', { retryAfterMs: 100 }), 'the ping, without s');
+  t.same(
+    rider.inbox.filter((m) => m.t === MessageType.pong).map((m) => (m as { ts?: number }).ts),
+    [1, 2, 3],
+  );
+  await new Promise((r) => setTimeout(r, 600)); // the bucket refills
+  rider.send({ t: MessageType.online, s: 7, position: STORE }); // s 7 was processed: its refusal again
+  rider.send({ t: MessageType.online, s: 8, position: STORE }); // a new s: applied
+  await rider.until(() => answers(rider).length === 4, 'two more answers');
+  t.same(answers(rider).slice(2), [
+    [7, 'QD_ERR_RATE_LIMITED', true],
+    [8, 'ack', false],
+  ]);
+  t.same(rider.inbox.filter(ackOf(7))[1], { ...limited[0], dup: true }, 'the same refusal, with dup');
+  t.equal((await engine.getRider('rider-limited')).status, 'available');
+  await rider.close();
+});
+
+t.test('64-bit msgpack integers are numbers when they fit in 2^53', async (t) => {
+  const { clock, gw } = await setup(t);
+  const rider = await connect(gw.port, 'rider', 'rider-int64');
+  rider.send({ t: MessageType.online, s: 1, position: STORE });
+  await rider.next(ackOf(1), 'online');
+  const now = BigInt(clock.now());
+  // t, s, ts and seq as uint64 (0xcf) and int64 (0xd3), as other msgpack libraries write epoch ms.
+  rider.sendRaw(rawMap([['t', uint64(2n)], ['s', uint64(2n)], ['lat', STORE.lat], ['lng', STORE.lng], ['ts', uint64(now)], ['seq', int64(1n)]]));
+  t.match(await rider.next(ackOf(2), 'uint64 ts'), { t: MessageType.ack, result: { accepted: 1, stale: 0, rejected: 0 } });
+  clock.advance(1_000);
+  rider.sendRaw(rawMap([['t', MessageType.fix], ['s', int64(3n)], ['lat', STORE.lat], ['lng', STORE.lng], ['ts', int64(now + 1_000n)], ['seq', uint64(2n)]]));
+  t.match(await rider.next(ackOf(3), 'int64 ts'), { t: MessageType.ack, result: { accepted: 1, stale: 0, rejected: 0 } });
+  // Beyond 2^53 they are refused by the checks, naming the field.
+  rider.sendRaw(rawMap([['t', MessageType.fix], ['s', 4], ['lat', STORE.lat], ['lng', STORE.lng], ['ts', uint64(2n ** 53n + 1n)], ['seq', 3]]));
+  t.match(await rider.next(ackOf(4), 'ts beyond 2^53'), { t: MessageType.error, error: 'QD_ERR_INVALID_ARGUMENT', field: 'ts' });
+  rider.sendRaw(rawMap([['t', MessageType.fix], ['s', uint64(2n ** 63n)], ['lat', STORE.lat], ['lng', STORE.lng], ['ts', 1], ['seq', 4]]));
+  t.match(await rider.next((m) => m.t === MessageType.error && (m as { field?: string }).field === 's', 's beyond 2^53'), {
+    error: 'QD_ERR_INVALID_ARGUMENT',
+    s: undefined,
+  });
+  await rider.close();
+});
+
+t.test('frames over maxFrameBytes are refused, without reading s; beyond 8 times that the socket layer cuts the connection', async (t) => {
+  const { gw } = await setup(t);
+  const rider = await connect(gw.port, 'rider', 'rider-large');
+  // A fixes batch with s 5, just too large.
+  const batch = rawPackr.pack({ t: MessageType.fixes, s: 5, fixes: Array.from({ length: 1_200 }, (_, i) => [STORE.lat, STORE.lng, T0, i]) });
+  t.ok(batch.byteLength > Limits.maxFrameBytes && batch.byteLength < Limits.maxFrameBytes * 2, `a batch of ${batch.byteLength} bytes`);
+  const refused = gatewayErrorFrame('QD_ERR_PAYLOAD_TOO_LARGE');
+  rider.sendRaw(batch);
+  const exactly = new Uint8Array(Limits.maxFrameBytes * 8);
+  exactly[0] = 0xde;
+  rider.sendRaw(exactly);
+  rider.send({ t: MessageType.online, s: 5, position: STORE }); // s 5 was never read: a new command
+  await rider.until(() => answers(rider).length === 3, 'three answers');
+  t.same(answers(rider), [
+    [undefined, 'QD_ERR_PAYLOAD_TOO_LARGE', false],
+    [undefined, 'QD_ERR_PAYLOAD_TOO_LARGE', false],
+    [5, 'ack', false],
+  ]);
+  t.match(rider.inbox.find((m) => m.t === MessageType.error), { code: refused.code, error: refused.error });
+  t.equal(rider.closeCode, null, 'still connected');
+  rider.sendRaw(new Uint8Array(Limits.maxFrameBytes * 8 + 1).fill(0xde));
+  await rider.until(() => rider.closeCode !== null, 'the cut');
+  t.ok(rider.closeCode === 1006 || rider.closeCode === 1009, `cut by the socket layer (${rider.closeCode})`);
+  t.equal(answers(rider).length, 3, 'without an answer');
+});
+
 t.test('malformed frames get error frames; the gateway serves everyone else correctly afterwards', async (t) => {
   const { engine, gw } = await setup(t);
-  const bad = await connect(gw.port, 'rider', 'fuzzer');
+  const texter = await connect(gw.port, 'rider', 'fuzzer');
   const good = await connect(gw.port, 'rider', 'steady');
-  bad.sendRaw(new Uint8Array([0xc1]));
-  t.match(await bad.next((m) => m.t === MessageType.error, 'malformed'), { error: 'QD_ERR_MALFORMED_FRAME' });
-  bad.sendRaw('{"t":2}');
+  texter.sendRaw(new Uint8Array([0xc1]));
+  t.match(await texter.next((m) => m.t === MessageType.error, 'malformed'), { error: 'QD_ERR_MALFORMED_FRAME' });
+  // A text frame is a protocol violation: refused (no s: nothing is read from it), then closed with 4004.
+  const errors = () => texter.inbox.filter((m) => m.t === MessageType.error);
+  texter.sendRaw('{"t":2,"s":1}');
+  await texter.until(() => texter.closeCode !== null, 'the close after a text frame');
+  t.equal(texter.closeCode, CloseCodes.PROTOCOL_VIOLATION, 'a text frame closes the connection with 4004');
+  t.same(
+    errors().map((m) => [(m as { error: string }).error, (m as { s?: number }).s]),
+    [
+      ['QD_ERR_MALFORMED_FRAME', undefined],
+      ['QD_ERR_MALFORMED_FRAME', undefined],
+    ],
+    'the text frame was answered before the close',
+  );
+
+  const bad = await connect(gw.port, 'rider', 'fuzzer');
   bad.send({ t: MessageType.fix, s: 1, lat: NaN, lng: 77, ts: 1, seq: 1 });
   t.match(await bad.next((m) => m.t === MessageType.error && (m as { field?: string }).field === 'lat', 'NaN lat', 1), {
     error: 'QD_ERR_INVALID_ARGUMENT',
@@ -231,8 +413,8 @@ t.test('malformed frames get error frames; the gateway serves everyone else corr
     for (let j = 0; j < len; j++) junk[j] = (seed = (seed * 1103515245 + 12345) & 0x7fffffff) & 0xff;
     if (bad.ws.readyState === WebSocket.OPEN) bad.sendRaw(junk);
   }
-  await new Promise((r) => setTimeout(r, 200));
-  t.equal(bad.ws.readyState, WebSocket.CLOSED, 'a connection sending garbage is closed');
+  await bad.until(() => bad.closeCode !== null, 'the close after garbage');
+  t.equal(bad.closeCode, CloseCodes.PROTOCOL_VIOLATION, 'a connection sending garbage is closed');
   good.send({ t: MessageType.online, s: 1, position: STORE });
   t.match(await good.next(ackOf(1), 'still served'), { t: MessageType.ack, result: { status: 'available' } });
   t.equal((await engine.getRider('steady')).status, 'available');
@@ -246,8 +428,18 @@ t.test('drain tells clients to go away, refuses new ones and closes the listen s
   const { engine, gw } = await setup(t);
   const rider = await connect(gw.port, 'rider', 'r-drain');
   const closed = new Promise<number>((r) => rider.ws.once('close', (code) => r(code)));
-  await gw.drain(200);
-  t.match(rider.inbox.find((m) => m.t === MessageType.goAway), { reason: 'shutdown' });
+  const draining = gw.drain(500);
+  t.match(await rider.next((m) => m.t === MessageType.goAway, 'goAway'), { reason: 'shutdown' });
+  // Commands after goAway are refused (and, like any refusal, remembered at their s); pings are still answered.
+  rider.send({ t: MessageType.online, s: 1, position: STORE });
+  rider.send({ t: MessageType.online, s: 1, position: STORE });
+  rider.send({ t: MessageType.ping, ts: 9 });
+  const refused = await rider.next(ackOf(1), 'refused while draining');
+  t.match(refused, { t: MessageType.error, s: 1, error: 'QD_ERR_SHUTTING_DOWN' });
+  await rider.until(() => rider.inbox.filter(ackOf(1)).length === 2, 'the replay');
+  t.same(rider.inbox.filter(ackOf(1))[1], { ...refused, dup: true }, 'a replay gets the same refusal');
+  t.match(await rider.next((m) => m.t === MessageType.pong, 'pong'), { ts: 9 });
+  await draining;
   t.equal(await closed, CloseCodes.GOING_AWAY);
   await t.rejects(fetch(`http://127.0.0.1:${gw.port}/healthz`), 'listen socket closed');
   await engine.close();

@@ -15,6 +15,9 @@ const benches: Record<string, { file: string; nodeArgs?: string[]; args?: string
   'replay-day': { file: 'replay-day.ts' },
   'store-append': { file: 'store.ts' },
   'fleet-apply': { file: 'fleet.ts' },
+  // The servers under test and the load generator run in child processes of their own.
+  'gateway-fixes': { file: 'gateway/fixes.ts' },
+  'gateway-scale': { file: 'gateway/scale.ts' },
   'grpc-create': { file: 'grpc-create.ts' },
 };
 

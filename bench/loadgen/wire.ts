@@ -32,12 +32,30 @@ export function clientFrame(payload: Uint8Array, opcode: number = Opcode.binary)
   return out;
 }
 
+/** One unmasked frame as a server sends it (for tests of FrameReader). */
+export function serverFrame(payload: Uint8Array, opcode: number = Opcode.binary): Buffer {
+  const n = payload.length;
+  const head = n < 126 ? 2 : n < 65536 ? 4 : 10;
+  const out = Buffer.allocUnsafe(head + n);
+  out[0] = 0x80 | opcode;
+  if (n < 126) out[1] = n;
+  else if (n < 65536) {
+    out[1] = 126;
+    out.writeUInt16BE(n, 2);
+  } else {
+    out[1] = 127;
+    out.writeBigUInt64BE(BigInt(n), 2);
+  }
+  out.set(payload, head);
+  return out;
+}
+
 export interface Frame {
   opcode: number;
   payload: Buffer;
 }
 
-/** Splits a server byte stream (unmasked frames) into frames; fragments are not used by the gateway. */
+/** Splits a byte stream into frames (server frames, or masked client frames, which it unmasks); fragments are not used by the gateway. */
 export class FrameReader {
   #buf: Buffer = Buffer.alloc(0);
 
@@ -48,6 +66,7 @@ export class FrameReader {
     for (;;) {
       const b = this.#buf;
       if (b.length < 2) break;
+      const masked = (b[1]! & 0x80) !== 0;
       let len = b[1]! & 0x7f;
       let at = 2;
       if (len === 126) {
@@ -59,8 +78,17 @@ export class FrameReader {
         len = Number(b.readBigUInt64BE(2));
         at = 10;
       }
+      // Client frames carry a mask key; reading them lets tests and baseline servers check clientFrame.
+      const key = at;
+      if (masked) at += 4;
       if (b.length < at + len) break;
-      frames.push({ opcode: b[0]! & 0x0f, payload: b.subarray(at, at + len) });
+      let payload = b.subarray(at, at + len);
+      if (masked) {
+        // A copy: unmasking in place would corrupt a buffer the caller may still hold.
+        payload = Buffer.from(payload);
+        for (let i = 0; i < len; i++) payload[i] = payload[i]! ^ b[key + (i & 3)]!;
+      }
+      frames.push({ opcode: b[0]! & 0x0f, payload });
       this.#buf = b.subarray(at + len);
     }
     return frames;

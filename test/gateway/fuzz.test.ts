@@ -758,7 +758,8 @@ class Line {
       f.malformed = true;
       f.refusal = onTheWire(errorFrame(d));
       if (d.s !== undefined) f.s = d.s;
-      if (shot.loose) f.loose = true;
+      // Too large is decided before decoding: only what the nesting does depends on the stack.
+      if (shot.loose && d.code !== 'QD_ERR_PAYLOAD_TOO_LARGE') f.loose = true;
     } else if (d.msg.t === MessageType.ping) {
       f.kind = 'ping';
       if (d.msg.ts !== undefined) f.ts = d.msg.ts;

@@ -136,7 +136,9 @@ class Engine implements DispatchEngine {
     const p = new Promise<T>((resolve, reject) => q.waiters.set(id, { resolve: resolve as (v: unknown) => void, reject }));
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
-      queueMicrotask(() => this.#flush());
+      // At the end of the event-loop turn, not the microtask: a transport that runs microtasks
+      // after every socket message (uWS does) would otherwise send one shard message per frame.
+      setImmediate(() => this.#flush());
     }
     return p;
   }

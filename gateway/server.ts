@@ -137,6 +137,9 @@ interface Conn {
   offerOrderId: string | null;
   /** Seq of the last rider state sent on this connection. */
   riderSeq: number;
+  /** Frames sent this turn, written corked at its end. */
+  outbox: Uint8Array[];
+  outboxBytes: number;
   closed: boolean;
 }
 
@@ -154,6 +157,10 @@ export class Gateway {
   /** Session ids by user, oldest first. */
   readonly #sessionsOf = new Map<string, Set<string>>();
   #sweptAt = 0;
+  #polling = false;
+  /** Sockets with frames waiting for this turn's corked flush. */
+  readonly #dirty = new Map<Socket, Conn>();
+  #flushScheduled = false;
   readonly #byUser = new Map<string, Set<Socket>>();
   readonly #sockets = new Set<Socket>();
   /** Who follows the orders each rider carries: a rider's fix fans out to these. */
@@ -231,7 +238,7 @@ export class Gateway {
     for (const ws of this.#sockets) this.#send(ws, { t: MessageType.goAway, reason: 'shutdown', reconnectAfterMs: 1_000 });
     const deadline = Date.now() + graceMs;
     while (this.#sockets.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    for (const ws of [...this.#sockets]) ws.end(CloseCodes.GOING_AWAY, 'going away');
+    for (const ws of [...this.#sockets]) this.#end(ws, CloseCodes.GOING_AWAY, 'going away');
     this.#ops.stop();
     this.metrics.close();
   }
@@ -404,6 +411,8 @@ export class Gateway {
       riderUnsub: null,
       offerOrderId: null,
       riderSeq: 0,
+      outbox: [],
+      outboxBytes: 0,
       closed: false,
     };
     (conn as Conn & { resumed: boolean }).resumed = session.id === wanted;
@@ -420,7 +429,7 @@ export class Gateway {
     // Too many connections for one user: the oldest goes.
     if (mine.size > Limits.connectionsPerUser) {
       const oldest = mine.values().next().value as Socket;
-      oldest.end(CloseCodes.TOO_MANY_CONNECTIONS, 'too many connections for this user');
+      this.#end(oldest, CloseCodes.TOO_MANY_CONNECTIONS, 'too many connections for this user');
     }
     this.#m.connections.inc({ role: c.principal.role });
     this.#send(ws, {
@@ -461,15 +470,56 @@ export class Gateway {
   #send(ws: Socket, msg: Message): boolean {
     const c = ws.getUserData();
     if (c.closed) return false;
-    if (ws.getBufferedAmount() > this.#tuning.slowConsumerBytes) {
+    if (this.#backlog(ws) > this.#tuning.slowConsumerBytes) {
       this.#m.slow.inc();
-      this.#log.warn({ conn: c.id, user: c.session.userId, buffered: ws.getBufferedAmount() }, 'slow consumer closed');
+      this.#log.warn({ conn: c.id, user: c.session.userId, buffered: this.#backlog(ws) }, 'slow consumer closed');
       c.closed = true;
       ws.end(CloseCodes.SLOW_CONSUMER, 'reader too slow');
       return false;
     }
-    ws.send(encode(msg), true);
+    const frame = encode(msg);
+    c.outbox.push(frame);
+    c.outboxBytes += frame.byteLength;
+    this.#dirty.set(ws, c);
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      setImmediate(this.#flushAll);
+    }
     return true;
+  }
+
+  /**
+   * Frames go out once per event-loop turn, corked: one syscall for all the
+   * acks and positions a socket earned this turn instead of one per frame.
+   */
+  readonly #flushAll = (): void => {
+    this.#flushScheduled = false;
+    for (const [ws, c] of this.#dirty) this.#flushSocket(ws, c);
+    this.#dirty.clear();
+  };
+
+  #flushSocket(ws: Socket, c: Conn): void {
+    if (c.outbox.length === 0) return;
+    const frames = c.outbox;
+    c.outbox = [];
+    c.outboxBytes = 0;
+    if (c.closed) return;
+    ws.cork(() => {
+      for (const f of frames) ws.send(f, true);
+    });
+  }
+
+  /** Bytes written to a socket but not yet read by its app: uWS's buffer plus this turn's frames. */
+  #backlog(ws: Socket): number {
+    return ws.getBufferedAmount() + ws.getUserData().outboxBytes;
+  }
+
+  /** Closes after sending what is already due, so the answer that explains the close arrives first. */
+  #end(ws: Socket, code: number, reason: string): void {
+    const c = ws.getUserData();
+    if (c.closed) return;
+    this.#flushSocket(ws, c);
+    ws.end(code, reason);
   }
 
   // ------------------------------------------------------------ frames in
@@ -480,7 +530,7 @@ export class Gateway {
     if (!isBinary) {
       // docs/protocol.md, Transport: a text frame is a protocol violation; answered, then closed.
       this.#answer(ws, c, gatewayErrorFrame('QD_ERR_MALFORMED_FRAME', { message: 'frames are binary msgpack maps, not text' }));
-      c.chain = c.chain.then(() => void (c.closed || ws.end(CloseCodes.PROTOCOL_VIOLATION, 'text frame')));
+      c.chain = c.chain.then(() => this.#end(ws, CloseCodes.PROTOCOL_VIOLATION, 'text frame'));
       return;
     }
     // uWS reuses `data` after this call returns: decode copies what it keeps.
@@ -493,13 +543,13 @@ export class Gateway {
     c.tokens -= 1;
     if (c.tokens < 0) {
       this.#refuse(ws, c, s, gatewayErrorFrame('QD_ERR_RATE_LIMITED', { s, retryAfterMs: Math.ceil(1000 / messagesPerSecond) }));
-      if (c.tokens < -messageBurst) c.chain = c.chain.then(() => void (c.closed || ws.end(CloseCodes.RATE_LIMITED, 'rate limit')));
+      if (c.tokens < -messageBurst) c.chain = c.chain.then(() => this.#end(ws, CloseCodes.RATE_LIMITED, 'rate limit'));
       return;
     }
     if (!decoded.ok) {
       this.#refuse(ws, c, s, errorFrame(decoded));
       if (++c.malformed >= Limits.malformedFramesBeforeClose) {
-        c.chain = c.chain.then(() => void (c.closed || ws.end(CloseCodes.PROTOCOL_VIOLATION, 'too many malformed frames')));
+        c.chain = c.chain.then(() => this.#end(ws, CloseCodes.PROTOCOL_VIOLATION, 'too many malformed frames'));
       }
       return;
     }
@@ -729,7 +779,7 @@ export class Gateway {
     if (c.closed || p.ts <= f.lastTs) return;
     const now = Date.now();
     const due = f.lastSentAt + this.#tuning.positionIntervalMs;
-    if (now >= due && f.ws.getBufferedAmount() <= this.#tuning.positionBackpressureBytes) {
+    if (now >= due && this.#backlog(f.ws) <= this.#tuning.positionBackpressureBytes) {
       f.pending = null;
       f.lastSentAt = now;
       f.lastTs = p.ts;
@@ -754,9 +804,22 @@ export class Gateway {
    * nothing pushed for longer than that.
    */
   async #pollPositions(): Promise<void> {
+    // One pass at a time: a slow engine must not stack passes on top of each other.
+    if (this.#polling) return;
+    this.#polling = true;
+    try {
+      await this.#pollOnce();
+    } finally {
+      this.#polling = false;
+    }
+  }
+
+  async #pollOnce(): Promise<void> {
     const now = Date.now();
     const stale = this.#tuning.positionIntervalMs * 2;
     for (const [riderId, followers] of this.#followersOf) {
+      // A rider connected here has its fixes pushed as they arrive; polling it would only repeat them.
+      if (this.#byUser.get(`rider:${riderId}`)?.size) continue;
       let waiting = false;
       for (const f of followers) if (now - f.lastSentAt > stale) waiting = true;
       if (!waiting) continue;

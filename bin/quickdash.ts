@@ -140,7 +140,6 @@ const grpc = await startGrpcServer({
     ? { tls: { certPem: readFileSync(process.env.QD_GRPC_TLS_CERT, 'utf8'), keyPem: readFileSync(process.env.QD_GRPC_TLS_KEY, 'utf8') } }
     : {}),
 });
-log.info({ port: grpc.port, tls: Boolean(process.env.QD_GRPC_TLS_CERT) }, 'gRPC listening');
 
 let ticking = false;
 const ticker = setInterval(() => {

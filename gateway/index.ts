@@ -4,6 +4,7 @@
  */
 
 // Server
+export { loadUws } from './uws.ts';
 export { Gateway, startGateway } from './server.ts';
 export type { GatewayOptions, GatewayTuning, PostRoute } from './server.ts';
 

@@ -20,7 +20,7 @@ import { WebSocketServer } from 'ws';
 import { ErrorCodes } from '../../engine/index.ts';
 import { Limits, MessageType, PROTOCOL_VERSION } from '../../gateway/index.ts';
 // Not exported by gateway/index.ts; the bare server must load the very binary the gateway runs on.
-import { loadUws } from '../../gateway/uws.ts';
+import { loadUws } from '../../gateway/index.ts';
 
 export interface BaselineServer {
   port: number;

@@ -46,7 +46,7 @@ async function startNode(dataDir: string): Promise<Node> {
           const entry = JSON.parse(line) as Record<string, unknown>;
           logs.push(entry);
           if (entry.msg === 'gateway listening') port0 = entry.port as number;
-          if (entry.msg === 'gRPC listening') grpcPort = entry.port as number;
+          if (entry.msg === 'DispatchService listening') grpcPort = entry.port as number;
           if (port0 && grpcPort) {
             clearTimeout(timer);
             resolve(port0);

@@ -33,6 +33,10 @@ export interface Reservation {
   lines: Array<OrderLine & { unitPricePaise: number }>;
   totalPaise: number;
   store: StoreInfo;
+  /** Where it stands: a repeated reserve() answers the existing reservation, which may be released or sold. */
+  status: 'reserved' | 'released' | 'committed';
+  /** True when the order had reserved before, so this call reserved nothing. */
+  repeated: boolean;
 }
 
 /** What the catalog holds for an order, and whether it is still held, given back or sold. */
@@ -61,6 +65,12 @@ export interface CatalogPort {
   reservationOf(orderId: string): Promise<ReservationRecord | null>;
   /** Puts an order's reserved stock back. Idempotent; a no-op for an order that reserved nothing. */
   release(orderId: string): Promise<void>;
+  /**
+   * For an order that was never placed: puts its stock back and forgets its
+   * reservation, so a retry of the same order reserves afresh. Idempotent.
+   * Throws QD_ERR_INVALID_TRANSITION when the reservation was already sold.
+   */
+  abandon(orderId: string): Promise<void>;
   /** The order was delivered: its reservation becomes a sale and can no longer be released. Idempotent. */
   commit(orderId: string): Promise<void>;
 }

@@ -2,24 +2,17 @@
  * CatalogPort over SQL: stores, products and stock on Postgres (pg) or
  * embedded PGlite, with the same statements on both.
  *
- * Atomicity of reserve(): one transaction that
- *   1. inserts the order's reservation row with ON CONFLICT DO NOTHING: the
- *      primary key makes a concurrent repeat of the same order wait for the
- *      first to finish, then find its row and return it, reserving nothing;
- *   2. takes each line with a conditional UPDATE
- *      (reserved = reserved + q WHERE on_hand - reserved >= q), one line at a
- *      time in product-id byte order: Postgres re-checks the condition on the
- *      newest row version after waiting for its lock, so nothing is ever
- *      oversold, and every transaction locks stock rows in the same order, so
- *      two orders cannot deadlock;
- *   3. throws on the first line that falls short, which rolls back every line
- *      taken before it (all or nothing).
+ * reserve(): the orders that arrive while earlier reservations are in
+ * flight go together to reserve_orders() (schema.ts), one statement and so
+ * one transaction: claims, then every stock row locked in one global order,
+ * then per order an all-or-nothing check and take. Nothing is ever
+ * oversold, a refused order holds nothing, and two batches cannot deadlock.
  * release() and commit() lock the reservation row, then its stock rows in
  * the same byte order, then apply all lines in one statement.
  */
 import pino, { type Logger } from 'pino';
 import { DispatchError, invalidArgument } from '../../engine/index.ts';
-import type { CatalogPort, LatLng, OrderLine, Reservation, StoreId, StoreInfo } from '../../engine/index.ts';
+import type { CatalogPort, ErrorCode, LatLng, OrderLine, Reservation, StoreId, StoreInfo } from '../../engine/index.ts';
 import { checkSchemaName } from '../sql/index.ts';
 import type { SqlClient, SqlQueryable } from '../sql/index.ts';
 import { checkHours, checkTimeZone, localTime, openAt, type WeeklyHours } from './hours.ts';
@@ -32,6 +25,8 @@ export const MAX_QUANTITY = 1000;
 /** Longest store, product or order id accepted. */
 export const MAX_ID_LENGTH = 200;
 const INT4_MAX = 2 ** 31 - 1;
+/** Most store rows cached at once; past it the cache starts over. */
+const STORE_CACHE_MAX = 10_000;
 
 /** A store as an administrator or the seed writes it. */
 export interface StoreRecord {
@@ -63,7 +58,7 @@ export interface StockLevel {
 
 export type ReservationStatus = 'reserved' | 'released' | 'committed';
 
-/** A Reservation plus where it stands; what SqlCatalog.reserve() returns. */
+/** A Reservation plus when it was taken; what SqlCatalog.reserve() returns. */
 export interface CatalogReservation extends Reservation {
   status: ReservationStatus;
   /** The `at` of the reserve() that created it (epoch ms). */
@@ -93,6 +88,20 @@ export interface SqlCatalogOptions {
   schema?: string;
   /** Structured log (default pino at QD_LOG_LEVEL or warn). */
   logger?: Logger;
+  /**
+   * How long reserve() trusts a store row it read (default 2,000 ms; 0 reads
+   * it every time). Bounds how late another node's change of hours, location
+   * or prep time is seen; pauses are never late.
+   */
+  storeCacheMs?: number;
+  /**
+   * Reservation batches in flight at once (default 4). Orders that arrive
+   * while they are busy wait and go together in the next batch: one round
+   * trip and one commit for all of them.
+   */
+  reserveConcurrency?: number;
+  /** Most orders in one reservation batch (default 256). */
+  reserveBatch?: number;
 }
 
 interface StoreRow {
@@ -104,6 +113,27 @@ interface StoreRow {
   prep_minutes: number;
   paused: boolean;
   hours: WeeklyHours | string;
+}
+
+/** What reserve_orders() answers for one order (see schema.ts). */
+type ReserveResult =
+  | { repeated: false; prices: number[] }
+  | {
+      repeated: true;
+      storeId: string;
+      status: ReservationStatus;
+      totalPaise: number | string;
+      createdAt: number | string;
+      paused: boolean;
+      lines: Array<OrderLine & { unitPricePaise: number }>;
+    }
+  | { refusal: ErrorCode; details: Record<string, unknown> };
+
+/** One order waiting for the next reserve_orders() batch; keys as the SQL reads them. */
+interface PendingReserve {
+  request: { o: string; s: string; p: string[]; q: number[]; at: number; c: string | null };
+  resolve: (r: ReserveResult) => void;
+  reject: (err: unknown) => void;
 }
 
 interface LineRow {
@@ -160,6 +190,13 @@ export class SqlCatalog implements CatalogPort {
   readonly schema: string;
   readonly #client: SqlClient;
   readonly #log: Logger;
+  readonly #storeCacheMs: number;
+  readonly #stores = new Map<StoreId, { row: StoreRow; until: number }>();
+  readonly #reserveConcurrency: number;
+  readonly #reserveBatch: number;
+  #pending: PendingReserve[] = [];
+  #batchesInFlight = 0;
+  #pumpScheduled = false;
   readonly #t: {
     stores: string;
     products: string;
@@ -172,6 +209,9 @@ export class SqlCatalog implements CatalogPort {
     this.schema = checkSchemaName(options.schema ?? DEFAULT_CATALOG_SCHEMA);
     this.#client = client;
     this.#log = (options.logger ?? pino({ level: process.env.QD_LOG_LEVEL ?? 'warn' })).child({ component: 'catalog', schema: this.schema });
+    this.#storeCacheMs = options.storeCacheMs ?? 2_000;
+    this.#reserveConcurrency = Math.max(1, options.reserveConcurrency ?? 4);
+    this.#reserveBatch = Math.max(1, options.reserveBatch ?? 256);
     const s = this.schema;
     this.#t = { stores: `${s}.stores`, products: `${s}.products`, stock: `${s}.stock`, reservations: `${s}.reservations`, lines: `${s}.reservation_lines` };
   }
@@ -214,12 +254,14 @@ export class SqlCatalog implements CatalogPort {
        RETURNING store_id`,
       [store.storeId, store.name, lat, lng, store.timeZone, store.prepMinutes, store.paused ?? false, JSON.stringify(store.hours)],
     );
+    this.#stores.delete(store.storeId);
     return r.rows.length > 0;
   }
 
   /** Pauses or resumes a store (operations: short of staff, flooding). @throws QD_ERR_STORE_NOT_FOUND. */
   async setPaused(storeId: StoreId, paused: boolean): Promise<void> {
     const r = await this.#client.query(`UPDATE ${this.#t.stores} SET paused = $2, updated_at = now() WHERE store_id = $1 RETURNING store_id`, [storeId, paused]);
+    this.#stores.delete(storeId);
     if (r.rows.length === 0) throw new DispatchError('QD_ERR_STORE_NOT_FOUND', { storeId });
   }
 
@@ -329,75 +371,48 @@ export class SqlCatalog implements CatalogPort {
     checkId('storeId', storeId);
     if (!Number.isFinite(at)) throw invalidArgument('at', 'must be epoch milliseconds');
     const wanted = normaliseLines(lines);
-    const { products, stock, reservations, lines: linesTable } = this.#t;
-
-    return this.#client.transaction(async (tx) => {
-      const row = await this.#storeRow(tx, storeId);
-      if (!row) throw new DispatchError('QD_ERR_STORE_NOT_FOUND', { storeId });
-      const store = storeInfo(row, at);
-
-      // A concurrent reserve of the same order blocks here until it commits or rolls back.
-      const claimed = await tx.query(
-        `INSERT INTO ${reservations} (order_id, store_id, status, created_at) VALUES ($1, $2, 'reserved', $3)
-         ON CONFLICT (order_id) DO NOTHING RETURNING order_id`,
-        [orderId, storeId, Math.trunc(at)],
-      );
-      if (claimed.rows.length === 0) {
-        const existing = (await this.#readReservation(tx, orderId))!;
-        // The caller compares what it asked with what is held (the port's contract): answer what is held.
-        const heldStore = existing.storeId === storeId ? store : storeInfo((await this.#storeRow(tx, existing.storeId))!, at);
-        this.#log.debug({ orderId, status: existing.status }, 'reserve repeated: returning the existing reservation');
-        return { ...existing, store: heldStore.info };
-      }
-
-      if (!store.info.open) throw new DispatchError('QD_ERR_STORE_CLOSED', { storeId, reason: store.reason });
-
-      const priced = await tx.query<{ product_id: string; price_paise: number; active: boolean }>(
-        `SELECT product_id, price_paise, active FROM ${products}
-         WHERE store_id = $1 AND product_id IN (SELECT jsonb_array_elements_text($2::jsonb))`,
-        [storeId, JSON.stringify(wanted.map((l) => l.productId))],
-      );
-      const price = new Map<string, number>();
-      for (const p of priced.rows) if (p.active) price.set(p.product_id, Number(p.price_paise));
-      for (const l of wanted) {
-        if (!price.has(l.productId)) throw new DispatchError('QD_ERR_PRODUCT_NOT_FOUND', { storeId, productId: l.productId });
-      }
-
-      for (const l of wanted) {
-        const taken = await tx.query(
-          `UPDATE ${stock} SET reserved = reserved + $3
-           WHERE store_id = $1 AND product_id = $2 AND on_hand - reserved >= $3
-           RETURNING reserved`,
-          [storeId, l.productId, l.quantity],
-        );
-        if (taken.rows.length === 0) {
-          const left = await tx.query<{ available: number }>(
-            `SELECT on_hand - reserved AS available FROM ${stock} WHERE store_id = $1 AND product_id = $2`,
-            [storeId, l.productId],
-          );
-          const available = Math.max(0, Number(left.rows[0]?.available ?? 0));
-          // Throwing rolls back the reservation row and every line taken so far.
-          throw new DispatchError('QD_ERR_OUT_OF_STOCK', { storeId, productId: l.productId, available, requested: l.quantity });
-        }
-      }
-
-      const held = wanted.map((l) => ({ ...l, unitPricePaise: price.get(l.productId)! }));
-      const totalPaise = held.reduce((sum, l) => sum + l.quantity * l.unitPricePaise, 0);
-      await tx.query(
-        `INSERT INTO ${linesTable} (order_id, product_id, quantity, unit_price_paise)
-         SELECT $1, l.product_id, l.quantity, l.unit_price_paise
-         FROM jsonb_to_recordset($2::jsonb) AS l(product_id text, quantity integer, unit_price_paise integer)`,
-        [orderId, JSON.stringify(held.map((l) => ({ product_id: l.productId, quantity: l.quantity, unit_price_paise: l.unitPricePaise })))],
-      );
-      await tx.query(`UPDATE ${reservations} SET total_paise = $2 WHERE order_id = $1`, [orderId, totalPaise]);
-      this.#log.debug({ orderId, storeId, lines: held.length, totalPaise }, 'stock reserved');
-      return { orderId, storeId, lines: held, totalPaise, store: store.info, status: 'reserved', createdAt: Math.trunc(at) };
+    const createdAt = Math.trunc(at);
+    const row = await this.#cachedStoreRow(storeId);
+    if (!row) throw new DispatchError('QD_ERR_STORE_NOT_FOUND', { storeId });
+    // Hours are judged here from the (briefly cached) row; reserve_orders() reads `paused` itself.
+    const hours = storeInfo({ ...row, paused: false }, at);
+    const result = await new Promise<ReserveResult>((resolve, reject) => {
+      const request = { o: orderId, s: storeId, p: wanted.map((l) => l.productId), q: wanted.map((l) => l.quantity), at: createdAt, c: hours.reason };
+      this.#pending.push({ request, resolve, reject });
+      this.#schedulePump();
     });
+    if ('refusal' in result) throw new DispatchError(result.refusal, result.details);
+
+    if (result.repeated) {
+      // The caller compares what it asked with what is held (the port's contract): answer what is held.
+      const heldRow = result.storeId === storeId ? row : await this.#cachedStoreRow(result.storeId);
+      this.#log.debug({ orderId, status: result.status }, 'reserve repeated: returning the existing reservation');
+      return {
+        orderId,
+        storeId: result.storeId,
+        status: result.status,
+        lines: result.lines,
+        totalPaise: Number(result.totalPaise),
+        createdAt: Number(result.createdAt),
+        store: storeInfo({ ...heldRow!, paused: result.paused }, at).info,
+        repeated: true,
+      };
+    }
+    const held = wanted.map((l, i) => ({ ...l, unitPricePaise: result.prices[i] }));
+    const totalPaise = held.reduce((sum, l) => sum + l.quantity * l.unitPricePaise, 0);
+    this.#log.debug({ orderId, storeId, lines: held.length, totalPaise }, 'stock reserved');
+    return { orderId, storeId, lines: held, totalPaise, store: { ...hours.info, open: true }, status: 'reserved', createdAt, repeated: false };
   }
 
   async release(orderId: string): Promise<void> {
     checkId('orderId', orderId);
     await this.#settle(orderId, 'released');
+  }
+
+  /** Stock back and the reservation gone, for an order that was never placed. @throws QD_ERR_INVALID_TRANSITION once sold. */
+  async abandon(orderId: string): Promise<void> {
+    checkId('orderId', orderId);
+    await this.#settle(orderId, 'abandoned');
   }
 
   /**
@@ -423,7 +438,7 @@ export class SqlCatalog implements CatalogPort {
 
   // ------------------------------------------------------------ internals
 
-  async #settle(orderId: string, to: 'released' | 'committed'): Promise<void> {
+  async #settle(orderId: string, to: 'released' | 'committed' | 'abandoned'): Promise<void> {
     const { stock, reservations, lines } = this.#t;
     await this.#client.transaction(async (tx) => {
       // Locks the reservation: a concurrent release/commit of the same order waits and then sees the new status.
@@ -437,28 +452,101 @@ export class SqlCatalog implements CatalogPort {
         return;
       }
       if (res.status === to) return;
-      if (res.status !== 'reserved') {
+      if (res.status === 'committed' || (res.status === 'released' && to === 'committed')) {
         if (to === 'released') {
           this.#log.warn({ orderId, storeId: res.store_id }, 'release after commit ignored: the stock was sold');
           return;
         }
-        throw new DispatchError('QD_ERR_INVALID_TRANSITION', { entity: 'reservation', id: orderId, action: 'commit', state: res.status });
+        throw new DispatchError('QD_ERR_INVALID_TRANSITION', { entity: 'reservation', id: orderId, action: to === 'committed' ? 'commit' : 'abandon', state: res.status });
       }
-      // Same lock order as reserve() (byte order of product ids), so the two never deadlock.
-      await tx.query(
-        `SELECT 1 FROM ${stock} s JOIN ${lines} l ON l.product_id = s.product_id
-         WHERE l.order_id = $1 AND s.store_id = $2 ORDER BY s.product_id COLLATE "C" FOR UPDATE OF s`,
-        [orderId, res.store_id],
-      );
-      const sold = to === 'committed' ? 'on_hand = s.on_hand - l.quantity,' : '';
-      await tx.query(
-        `UPDATE ${stock} s SET ${sold} reserved = s.reserved - l.quantity
-         FROM ${lines} l WHERE l.order_id = $1 AND s.store_id = $2 AND s.product_id = l.product_id`,
-        [orderId, res.store_id],
-      );
+      if (res.status === 'reserved') {
+        // Same lock order as reserve() (byte order of product ids), so the two never deadlock.
+        await tx.query(
+          `SELECT 1 FROM ${stock} s JOIN ${lines} l ON l.product_id = s.product_id
+           WHERE l.order_id = $1 AND s.store_id = $2 ORDER BY s.product_id COLLATE "C" FOR UPDATE OF s`,
+          [orderId, res.store_id],
+        );
+        const sold = to === 'committed' ? 'on_hand = s.on_hand - l.quantity,' : '';
+        await tx.query(
+          `UPDATE ${stock} s SET ${sold} reserved = s.reserved - l.quantity
+           FROM ${lines} l WHERE l.order_id = $1 AND s.store_id = $2 AND s.product_id = l.product_id`,
+          [orderId, res.store_id],
+        );
+      }
+      if (to === 'abandoned') {
+        // Its lines go with it (ON DELETE CASCADE): the order id can reserve again.
+        await tx.query(`DELETE FROM ${reservations} WHERE order_id = $1`, [orderId]);
+        this.#log.debug({ orderId, storeId: res.store_id }, 'reservation abandoned');
+        return;
+      }
       await tx.query(`UPDATE ${reservations} SET status = $2, updated_at = now() WHERE order_id = $1`, [orderId, to]);
       this.#log.debug({ orderId, storeId: res.store_id, status: to }, to === 'committed' ? 'reservation sold' : 'reservation released');
     });
+  }
+
+  /** Sends waiting reservations at the end of this turn, so the orders of one turn share a batch. */
+  #schedulePump(): void {
+    if (this.#pumpScheduled) return;
+    this.#pumpScheduled = true;
+    setImmediate(() => {
+      this.#pumpScheduled = false;
+      this.#pump();
+    });
+  }
+
+  #pump(): void {
+    while (this.#pending.length > 0 && this.#batchesInFlight < this.#reserveConcurrency) {
+      // A repeat of an order already in this batch waits for the next one, where it finds the claim.
+      const batch: PendingReserve[] = [];
+      const later: PendingReserve[] = [];
+      const orders = new Set<string>();
+      for (const p of this.#pending) {
+        if (batch.length < this.#reserveBatch && !orders.has(p.request.o)) {
+          orders.add(p.request.o);
+          batch.push(p);
+        } else later.push(p);
+      }
+      this.#pending = later;
+      this.#batchesInFlight++;
+      void this.#reserveBatchOf(batch).finally(() => {
+        this.#batchesInFlight--;
+        this.#pump();
+      });
+    }
+  }
+
+  async #reserveBatchOf(batch: PendingReserve[]): Promise<void> {
+    try {
+      const r = await this.#client.query<{ r: ReserveResult[] | string }>(`SELECT ${this.schema}.reserve_orders($1::jsonb) AS r`, [
+        JSON.stringify(batch.map((p) => p.request)),
+      ]);
+      const out = r.rows[0].r;
+      const results = typeof out === 'string' ? (JSON.parse(out) as ReserveResult[]) : out;
+      batch.forEach((p, i) => p.resolve(results[i]));
+      if (batch.length > 1) this.#log.trace({ orders: batch.length }, 'reservation batch');
+    } catch (err) {
+      // The statement is its own transaction: it failed whole, and nothing of the batch is held.
+      for (const p of batch) p.reject(err);
+    }
+  }
+
+  /**
+   * The store row, from a cache of `storeCacheMs`: a create reads its store
+   * every time, and stores change rarely. This node's own upserts and pauses
+   * clear it at once; another node's reach it within `storeCacheMs` (a pause
+   * is re-read by reserve_orders() itself, so it is never late).
+   */
+  async #cachedStoreRow(storeId: string): Promise<StoreRow | null> {
+    const hit = this.#stores.get(storeId);
+    const now = performance.now();
+    if (hit && hit.until > now) return hit.row;
+    const row = await this.#storeRow(this.#client, storeId);
+    // Unknown stores are not cached: a mistyped id must not fill the map.
+    if (row && this.#storeCacheMs > 0) {
+      if (this.#stores.size >= STORE_CACHE_MAX) this.#stores.clear();
+      this.#stores.set(storeId, { row, until: now + this.#storeCacheMs });
+    }
+    return row;
   }
 
   async #storeRow(q: SqlQueryable, storeId: string): Promise<StoreRow | null> {

@@ -255,6 +255,10 @@ export class GrpcCatalog implements CatalogPort {
     await this.#r.unary(CatalogAdapterService.release, { orderId });
   }
 
+  async abandon(orderId: string): Promise<void> {
+    await this.#r.unary(CatalogAdapterService.abandon, { orderId });
+  }
+
   async commit(orderId: string): Promise<void> {
     await this.#r.unary(CatalogAdapterService.commit, { orderId });
   }

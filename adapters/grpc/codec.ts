@@ -182,8 +182,8 @@ function statusFromPb(s: PbReservationStatus): ReservationStatus {
   throw new TypeError(`unknown reservation status ${s}`);
 }
 
-/** A reservation as stored (no store attached) or as reserve() returns it (with the store). */
-export function reservationToPb(r: StoredReservation & { store?: StoreInfo }): PbReservation {
+/** A reservation as stored (no store attached) or as reserve() returns it (with the store and `repeated`). */
+export function reservationToPb(r: StoredReservation & { store?: StoreInfo; repeated?: boolean }): PbReservation {
   return {
     orderId: r.orderId,
     storeId: r.storeId,
@@ -192,6 +192,7 @@ export function reservationToPb(r: StoredReservation & { store?: StoreInfo }): P
     store: r.store ? storeToPb(r.store) : undefined,
     status: STATUS_TO_PB[r.status],
     createdAt: r.createdAt,
+    repeated: r.repeated ?? false,
   };
 }
 
@@ -208,7 +209,7 @@ export function storedReservationFromPb(p: PbReservation): StoredReservation {
 
 export function reservationFromPb(p: PbReservation | undefined): CatalogReservation {
   if (!p) throw new TypeError('response has no reservation');
-  return { ...storedReservationFromPb(p), store: storeFromPb(p.store) };
+  return { ...storedReservationFromPb(p), store: storeFromPb(p.store), repeated: p.repeated };
 }
 
 /** hours.ts keys weekdays from Sunday; the proto numbers them ISO 8601, Monday = 1 ... Sunday = 7. */

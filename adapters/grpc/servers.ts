@@ -156,6 +156,10 @@ export function catalogServer(catalog: SqlCatalog, options: ServerOptions): Cata
       await catalog.release(req.orderId);
       return {};
     }),
+    abandon: unary(ctx, 'Abandon', async (req) => {
+      await catalog.abandon(req.orderId);
+      return {};
+    }),
     commit: unary(ctx, 'Commit', async (req) => {
       await catalog.commit(req.orderId);
       return {};

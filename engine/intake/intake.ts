@@ -121,15 +121,22 @@ export class OrderIntake {
   async placeOrder(req: PlaceOrderRequest): Promise<PlacedOrder> {
     validate(req);
     const orderId = OrderIntake.orderIdFor(req.caller, req.idempotencyKey);
-    const log = this.#log.child({ orderId, storeId: req.storeId, customerId: req.customerId });
-    const existing = await this.#engine.getOrder(orderId).catch((err: unknown) => {
-      if (err instanceof DispatchError && err.code === 'QD_ERR_ORDER_NOT_FOUND') return null;
-      throw err;
-    });
-    if (existing) return this.#replay(existing, req);
-
     const now = this.#clock.now();
+    // Reserving first is also the idempotency check: only a key that reserved
+    // before (a retry, a replay) costs a look at the engine.
     const reservation = await this.#catalog.reserve(orderId, req.storeId, req.lines, now);
+    if (reservation.repeated) {
+      const existing = await this.#engine.getOrder(orderId).catch((err: unknown) => {
+        if (err instanceof DispatchError && err.code === 'QD_ERR_ORDER_NOT_FOUND') return null;
+        throw err;
+      });
+      if (existing) return this.#replay(existing, reservation, req);
+      // Reserved by an attempt that is still running or died before creating the order: finish it with what is held.
+      if (reservation.status !== 'reserved' || reservation.storeId !== req.storeId || !sameLines(reservation.lines, req.lines)) {
+        throw new DispatchError('QD_ERR_IDEMPOTENCY_CONFLICT', { key: req.idempotencyKey, orderId });
+      }
+    }
+
     let intent: PaymentIntent | null = null;
     let quote: Quote;
     try {
@@ -146,26 +153,28 @@ export class OrderIntake {
         promisedAt: req.promisedAt ?? now + quote.etaSeconds * 1000,
         riderFee: quote.riderFeePaise,
       });
-      log.info({ payment: req.payment, totalPaise: reservation.totalPaise, feePaise: quote.feePaise }, 'order placed');
+      // Debug: the transport logs the placement with its request id.
+      this.#log.debug(
+        { orderId, storeId: req.storeId, customerId: req.customerId, payment: req.payment, totalPaise: reservation.totalPaise, feePaise: quote.feePaise },
+        'order placed',
+      );
       return { order, reservation, intent, deliveryFeePaise: quote.feePaise, replayed: false };
     } catch (err) {
       // A concurrent retry of the same key won the race: answer as a replay.
-      if (err instanceof DispatchError && err.code === 'QD_ERR_ORDER_EXISTS') return this.#replay(await this.#engine.getOrder(orderId), req);
-      // Nothing was created: give the stock back so a failed attempt holds nothing.
-      await this.#catalog.release(orderId).catch((e: unknown) => log.error({ err: e }, 'release after failed placement failed'));
+      if (err instanceof DispatchError && err.code === 'QD_ERR_ORDER_EXISTS') return this.#replay(await this.#engine.getOrder(orderId), reservation, req);
+      // Nothing was created: give the stock back and forget the reservation, so a retry reserves afresh.
+      await this.#catalog.abandon(orderId).catch((e: unknown) => this.#log.error({ err: e, orderId }, 'abandoning the reservation of a failed placement failed'));
       throw err;
     }
   }
 
-  async #replay(order: OrderView, req: PlaceOrderRequest): Promise<PlacedOrder> {
+  async #replay(order: OrderView, reservation: Reservation, req: PlaceOrderRequest): Promise<PlacedOrder> {
     const same =
       order.storeId === req.storeId &&
       order.customerId === req.customerId &&
       order.payment === req.payment &&
       haversineM(order.dropoff.lat, order.dropoff.lng, req.dropoff.lat, req.dropoff.lng) < 1;
-    // reserve() on an existing order returns what it holds and reserves nothing more.
-    const reservation = same ? await this.#catalog.reserve(order.orderId, req.storeId, req.lines, this.#clock.now()) : null;
-    if (!reservation || !sameLines(reservation.lines, req.lines)) {
+    if (!same || !sameLines(reservation.lines, req.lines)) {
       throw new DispatchError('QD_ERR_IDEMPOTENCY_CONFLICT', { key: req.idempotencyKey, orderId: order.orderId });
     }
     const intent = req.payment === 'prepaid' ? await this.#payments.intentOf(order.orderId) : null;

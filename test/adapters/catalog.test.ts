@@ -178,8 +178,10 @@ function behaviour(t: Test, name: string, open: Open): void {
     );
     t.equal(r1.totalPaise, 1000 + 3 * 2550, 'total in paise');
     t.match(r1.store, { storeId: 'st-1', open: true, prepMinutes: 9, timeZone: 'Asia/Kolkata', location: { lat: 12.93, lng: 77.62 } });
+    t.equal(r1.repeated, false, 'the first reserve is not a repeat');
     const r2 = await c.reserve('o-1', 'st-1', lines, OPEN + 1000);
-    t.same({ ...r2, store: null }, { ...r1, store: null }, 'a repeat returns the same reservation');
+    t.same({ ...r2, store: null, repeated: false }, { ...r1, store: null }, 'a repeat returns the same reservation');
+    t.equal(r2.repeated, true, 'marked as a repeat');
     t.equal((await c.stockOf('st-1', 'b'))!.reserved, 3, 'and reserves nothing more');
     const other = await c.reserve('o-1', 'st-1', [{ productId: 'd', quantity: 7 }], OPEN);
     t.same(other.lines, r1.lines, 'a repeat asking for something else gets what is held (the caller compares)');
@@ -190,6 +192,7 @@ function behaviour(t: Test, name: string, open: Open): void {
 
     const same = await Promise.all(Array.from({ length: 20 }, () => c.reserve('o-2', 'st-1', [{ productId: 'c', quantity: 4 }], OPEN)));
     t.ok(same.every((r) => r.orderId === 'o-2' && r.totalPaise === 4 * 499 && r.lines.length === 1), '20 concurrent repeats all answer the one reservation');
+    t.equal(same.filter((r) => !r.repeated).length, 1, 'exactly one of them reserved');
     t.same(await c.stockOf('st-1', 'c'), { onHand: 50, reserved: 4, available: 46 }, 'reserved once');
     t.equal((await c.counts()).reservations, 2);
     await c.drop();
@@ -211,6 +214,25 @@ function behaviour(t: Test, name: string, open: Open): void {
     const again = await c.reserve('o-r', 'st-1', [{ productId: 'a', quantity: 4 }], OPEN);
     t.equal(again.status, 'released', 'reserving a released order answers the released reservation');
     t.equal((await c.stockOf('st-1', 'a'))!.reserved, 0, 'and holds nothing');
+    await c.drop();
+  });
+
+  t.test(`${name}: abandon returns the stock and forgets the reservation, so the order can reserve afresh`, async (t) => {
+    const c = await withStore(open);
+    await c.reserve('o-a', 'st-1', [{ productId: 'a', quantity: 4 }, { productId: 'e', quantity: 2 }], OPEN);
+    await Promise.all([c.abandon('o-a'), c.abandon('o-a')]);
+    t.same(await c.stockOf('st-1', 'a'), { onHand: 50, reserved: 0, available: 50 }, 'a back, once');
+    t.same(await c.stockOf('st-1', 'e'), { onHand: 50, reserved: 0, available: 50 }, 'e back');
+    t.equal(await c.reservationOf('o-a'), null, 'no reservation left');
+    const again = await c.reserve('o-a', 'st-1', [{ productId: 'a', quantity: 1 }], OPEN);
+    t.match(again, { status: 'reserved', repeated: false, totalPaise: 1000 }, 'the same order id reserves afresh, with what it asks now');
+    t.equal((await c.stockOf('st-1', 'a'))!.reserved, 1);
+    await c.abandon('never-reserved');
+    t.pass('abandoning an order that reserved nothing is a no-op');
+    await c.commit('o-a');
+    const err = await refusal(t, c.abandon('o-a'), 'QD_ERR_INVALID_TRANSITION', 'a sold reservation cannot be abandoned');
+    t.match(err.details, { entity: 'reservation', id: 'o-a', action: 'abandon', state: 'committed' });
+    t.same(await c.stockOf('st-1', 'a'), { onHand: 49, reserved: 0, available: 49 }, 'and the sale stands');
     await c.drop();
   });
 
@@ -441,6 +463,58 @@ t.test('postgres', { skip: pgSkip ?? false }, async (t) => {
     const c = new SqlCatalog(shared(client), { schema, logger: logger ?? pino({ level: 'silent' }) });
     await c.init();
     return c;
+  });
+
+  t.test('postgres: three nodes, many small batches in flight, two stores, repeats and settles: no deadlock, stock conserved', async (t) => {
+    const schema = `${RUN}_nodes`;
+    schemas.push(schema);
+    // Batches of 3 with 6 in flight per node: many transactions overlap, each holding claims and stock rows of several orders.
+    const nodes = [0, 1, 2].map(() => new SqlCatalog(shared(client), { schema, logger: pino({ level: 'silent' }), reserveBatch: 3, reserveConcurrency: 6 }));
+    await nodes[0].init();
+    for (const storeId of ['st-1', 'st-2']) {
+      await nodes[0].upsertStore({ ...STORE, storeId });
+      for (const p of ['a', 'b', 'c', 'd']) {
+        await nodes[0].upsertProduct({ storeId, productId: p, name: p, pricePaise: 100 });
+        await nodes[0].setStock(storeId, p, 60);
+      }
+    }
+    const perms = [['a', 'b', 'c'], ['c', 'b', 'a'], ['d', 'a'], ['b', 'd', 'c'], ['a', 'c', 'd', 'b']];
+    const linesOf = (i: number) => perms[i % perms.length].map((productId) => ({ productId, quantity: 1 + (i % 2) }));
+    const storeOf = (i: number) => (i % 3 === 0 ? 'st-2' : 'st-1');
+    // 150 orders, each sent to two nodes at once (a retry racing the first attempt), while a third node settles.
+    const attempts = Array.from({ length: 150 }, (_, i) => [i % 3, (i + 1) % 3].map((n) => nodes[n].reserve(`n-${i}`, storeOf(i), linesOf(i), OPEN)));
+    const settles: Array<Promise<void>> = [];
+    const results = await Promise.allSettled(
+      attempts.map(async (pair, i) => {
+        const [x, y] = await Promise.allSettled(pair);
+        if (x.status === 'fulfilled' && y.status === 'fulfilled') {
+          t.equal(x.value.totalPaise, y.value.totalPaise, `n-${i}: both attempts answer one reservation`);
+          t.equal([x.value.repeated, y.value.repeated].filter((r) => !r).length, 1, `n-${i}: exactly one attempt reserved`);
+          if (i % 4 === 0) settles.push(nodes[2].release(`n-${i}`));
+          if (i % 4 === 1) settles.push(nodes[2].commit(`n-${i}`));
+        }
+        for (const r of [x, y]) if (r.status === 'rejected') throw r.reason;
+      }),
+    );
+    await Promise.all(settles);
+    const failures = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+    t.ok(
+      failures.every((f) => f.reason instanceof DispatchError && f.reason.code === 'QD_ERR_OUT_OF_STOCK'),
+      `no deadlock or other error (${failures.length} out of stock): ${failures.find((f) => !(f.reason instanceof DispatchError))?.reason ?? ''}`,
+    );
+    // Conservation: what each stock row says equals what the reservations say.
+    const r = await pool.query(
+      `SELECT s.store_id, s.product_id, s.on_hand, s.reserved,
+              coalesce((SELECT sum(l.quantity) FROM ${schema}.reservation_lines l JOIN ${schema}.reservations r USING (order_id)
+                         WHERE r.store_id = s.store_id AND l.product_id = s.product_id AND r.status = 'reserved'), 0)::int AS held,
+              coalesce((SELECT sum(l.quantity) FROM ${schema}.reservation_lines l JOIN ${schema}.reservations r USING (order_id)
+                         WHERE r.store_id = s.store_id AND l.product_id = s.product_id AND r.status = 'committed'), 0)::int AS sold
+         FROM ${schema}.stock s ORDER BY 1, 2`,
+    );
+    for (const row of r.rows) {
+      t.equal(row.reserved, row.held, `${row.store_id}/${row.product_id}: reserved ${row.reserved} is what open reservations hold`);
+      t.equal(row.on_hand, 60 - row.sold, `${row.store_id}/${row.product_id}: on hand is 60 less what was sold`);
+    }
   });
 
   t.test('postgres: concurrent inits of one schema do not collide', async (t) => {

@@ -262,4 +262,6 @@ t.test('Razorpay not answering: create fails fast with a clear status and holds 
   w.fake.hang = false;
   const retried = await w.call<CreateOrderRequest, CreateOrderResponse>('createOrder', createRequest('rzp-down'));
   t.equal(retried.order!.status, OrderStatus.ORDER_STATUS_AWAITING_PAYMENT, 'a retry with the same key places the order');
+  t.equal(retried.replayed, false, 'as a new placement');
+  t.equal((await w.catalog.stockOf('store-k', 'milk'))?.reserved, 2, 'holding its stock afresh');
 });

@@ -184,6 +184,11 @@ export interface Reservation {
   status: ReservationStatus;
   /** The `at` of the Reserve call that created it, epoch ms. */
   createdAt: number;
+  /**
+   * In a Reserve answer: true when the order had reserved before, so this
+   * call reserved nothing. Always false from GetReservation.
+   */
+  repeated: boolean;
 }
 
 export interface GetReservationRequest {
@@ -221,6 +226,14 @@ export interface ReleaseRequest {
 }
 
 export interface ReleaseResponse {
+}
+
+export interface AbandonRequest {
+  /** Required. The order that was never placed. */
+  orderId: string;
+}
+
+export interface AbandonResponse {
 }
 
 export interface CommitRequest {
@@ -489,7 +502,16 @@ export const GetStoreResponse: MessageFns<GetStoreResponse> = {
 };
 
 function createBaseReservation(): Reservation {
-  return { orderId: "", storeId: "", lines: [], totalPaise: 0, store: undefined, status: 0, createdAt: 0 };
+  return {
+    orderId: "",
+    storeId: "",
+    lines: [],
+    totalPaise: 0,
+    store: undefined,
+    status: 0,
+    createdAt: 0,
+    repeated: false,
+  };
 }
 
 export const Reservation: MessageFns<Reservation> = {
@@ -514,6 +536,9 @@ export const Reservation: MessageFns<Reservation> = {
     }
     if (message.createdAt !== 0) {
       writer.uint32(56).int64(message.createdAt);
+    }
+    if (message.repeated !== false) {
+      writer.uint32(64).bool(message.repeated);
     }
     return writer;
   },
@@ -587,6 +612,14 @@ export const Reservation: MessageFns<Reservation> = {
             message.createdAt = longToNumber(reader.int64());
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.repeated = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -624,6 +657,7 @@ export const Reservation: MessageFns<Reservation> = {
         : isSet(object.created_at)
         ? globalThis.Number(object.created_at)
         : 0,
+      repeated: isSet(object.repeated) ? globalThis.Boolean(object.repeated) : false,
     };
   },
 
@@ -650,6 +684,9 @@ export const Reservation: MessageFns<Reservation> = {
     if (message.createdAt !== 0) {
       obj.createdAt = Math.round(message.createdAt);
     }
+    if (message.repeated !== false) {
+      obj.repeated = message.repeated;
+    }
     return obj;
   },
 
@@ -665,6 +702,7 @@ export const Reservation: MessageFns<Reservation> = {
     message.store = (object.store !== undefined && object.store !== null) ? Store.fromPartial(object.store) : undefined;
     message.status = object.status ?? 0;
     message.createdAt = object.createdAt ?? 0;
+    message.repeated = object.repeated ?? false;
     return message;
   },
 };
@@ -1126,6 +1164,131 @@ export const ReleaseResponse: MessageFns<ReleaseResponse> = {
   },
   fromPartial<I extends Exact<DeepPartial<ReleaseResponse>, I>>(_: I): ReleaseResponse {
     const message = createBaseReleaseResponse();
+    return message;
+  },
+};
+
+function createBaseAbandonRequest(): AbandonRequest {
+  return { orderId: "" };
+}
+
+export const AbandonRequest: MessageFns<AbandonRequest> = {
+  encode(message: AbandonRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.orderId !== "") {
+      writer.uint32(10).string(message.orderId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AbandonRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAbandonRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.orderId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AbandonRequest {
+    return {
+      orderId: isSet(object.orderId)
+        ? globalThis.String(object.orderId)
+        : isSet(object.order_id)
+        ? globalThis.String(object.order_id)
+        : "",
+    };
+  },
+
+  toJSON(message: AbandonRequest): unknown {
+    const obj: any = {};
+    if (message.orderId !== "") {
+      obj.orderId = message.orderId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AbandonRequest>, I>>(base?: I): AbandonRequest {
+    return AbandonRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AbandonRequest>, I>>(object: I): AbandonRequest {
+    const message = createBaseAbandonRequest();
+    message.orderId = object.orderId ?? "";
+    return message;
+  },
+};
+
+function createBaseAbandonResponse(): AbandonResponse {
+  return {};
+}
+
+export const AbandonResponse: MessageFns<AbandonResponse> = {
+  encode(_: AbandonResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AbandonResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAbandonResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): AbandonResponse {
+    return {};
+  },
+
+  toJSON(_: AbandonResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AbandonResponse>, I>>(base?: I): AbandonResponse {
+    return AbandonResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AbandonResponse>, I>>(_: I): AbandonResponse {
+    const message = createBaseAbandonResponse();
     return message;
   },
 };
@@ -2186,6 +2349,22 @@ export const CatalogServiceService = {
     responseDeserialize: (value: Buffer): ReleaseResponse => ReleaseResponse.decode(value),
   },
   /**
+   * For an order that was never placed (its payment could not be opened, the
+   * engine refused it): puts its stock back and forgets its reservation, so
+   * a retry of the same order reserves afresh. Idempotent; a no-op for an
+   * order that reserved nothing. Errors: QD_ERR_INVALID_TRANSITION when the
+   * reservation was already sold.
+   */
+  abandon: {
+    path: "/quickdash.v1.CatalogService/Abandon" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AbandonRequest): Buffer => Buffer.from(AbandonRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AbandonRequest => AbandonRequest.decode(value),
+    responseSerialize: (value: AbandonResponse): Buffer => Buffer.from(AbandonResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AbandonResponse => AbandonResponse.decode(value),
+  },
+  /**
    * The order was delivered: its reservation becomes a sale and can no longer
    * be released. Idempotent.
    */
@@ -2281,6 +2460,14 @@ export interface CatalogServiceServer extends UntypedServiceImplementation {
    */
   release: handleUnaryCall<ReleaseRequest, ReleaseResponse>;
   /**
+   * For an order that was never placed (its payment could not be opened, the
+   * engine refused it): puts its stock back and forgets its reservation, so
+   * a retry of the same order reserves afresh. Idempotent; a no-op for an
+   * order that reserved nothing. Errors: QD_ERR_INVALID_TRANSITION when the
+   * reservation was already sold.
+   */
+  abandon: handleUnaryCall<AbandonRequest, AbandonResponse>;
+  /**
    * The order was delivered: its reservation becomes a sale and can no longer
    * be released. Idempotent.
    */
@@ -2373,6 +2560,28 @@ export interface CatalogServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ReleaseResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * For an order that was never placed (its payment could not be opened, the
+   * engine refused it): puts its stock back and forgets its reservation, so
+   * a retry of the same order reserves afresh. Idempotent; a no-op for an
+   * order that reserved nothing. Errors: QD_ERR_INVALID_TRANSITION when the
+   * reservation was already sold.
+   */
+  abandon(
+    request: AbandonRequest,
+    callback: (error: ServiceError | null, response: AbandonResponse) => void,
+  ): ClientUnaryCall;
+  abandon(
+    request: AbandonRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AbandonResponse) => void,
+  ): ClientUnaryCall;
+  abandon(
+    request: AbandonRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AbandonResponse) => void,
   ): ClientUnaryCall;
   /**
    * The order was delivered: its reservation becomes a sale and can no longer

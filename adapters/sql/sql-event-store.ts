@@ -81,21 +81,18 @@ export class SqlEventStore implements EventStore {
   }
 
   /**
-   * One transaction: the events (existing (stream, seq) skipped), the
-   * streams they touch, and the summed statistics deltas.
+   * One statement, so one transaction: the events (existing (stream, seq)
+   * skipped), the streams they touch, and the summed statistics deltas.
    * @throws TypeError/RangeError on a malformed event or delta, or data JSON
    * cannot represent; the driver's error if the database fails. Either way
    * nothing of the batch is stored.
    */
   async append(events: StoredEvent[], stats: RiderStatsDelta[] = []): Promise<void> {
     if (events.length === 0 && stats.length === 0) return;
-    // Serialise before BEGIN: a value JSON cannot hold fails the batch without touching the database.
-    const eventJson = events.length > 0 ? JSON.stringify(events.map(eventRecord)) : null;
-    const statsJson = stats.length > 0 ? JSON.stringify(sumDeltas(stats)) : null;
-    await this.#client.transaction(async (tx) => {
-      if (eventJson) await tx.query(this.#sql.appendEvents, [eventJson]);
-      if (statsJson) await tx.query(this.#sql.addStats, [statsJson]);
-    });
+    // Serialise first: a value JSON cannot hold fails the batch without touching the database.
+    const eventJson = JSON.stringify(events.map(eventRecord));
+    const statsJson = JSON.stringify(sumDeltas(stats));
+    await this.#client.query(this.#sql.append, [eventJson, statsJson]);
   }
 
   async readStream(stream: string, afterSeq = 0): Promise<StoredEvent[]> {
@@ -179,7 +176,10 @@ function statements(schema: string) {
   return {
     // Only rows actually inserted move their stream: a skipped re-append must not change liveness.
     // The newest inserted event decides liveness, so a stream reused after a final event lives again.
-    appendEvents: `
+    // One statement, so one round trip and its own transaction: the events,
+    // the streams they move, and the summed statistics deltas ($2, a data-
+    // modifying CTE, which runs though nothing reads it).
+    append: `
       WITH input AS (
         SELECT * FROM jsonb_to_recordset($1::text::jsonb)
           AS x(stream text, seq integer, type text, data jsonb, at bigint, final boolean)
@@ -190,6 +190,19 @@ function statements(schema: string) {
         RETURNING stream, seq, final
       ), newest AS (
         SELECT DISTINCT ON (stream) stream, seq, final FROM ins ORDER BY stream, seq DESC
+      ), stats AS (
+        INSERT INTO ${s}.rider_daily_stats AS t (rider_id, day, deliveries, on_time, distance_m, earnings, offers, accepts)
+        SELECT rider_id, day::date, deliveries, on_time, distance_m, earnings, offers, accepts
+        FROM jsonb_to_recordset($2::text::jsonb)
+          AS x(rider_id text, day text, deliveries integer, on_time integer, distance_m double precision,
+               earnings double precision, offers integer, accepts integer)
+        ON CONFLICT (rider_id, day) DO UPDATE SET
+          deliveries = t.deliveries + excluded.deliveries,
+          on_time = t.on_time + excluded.on_time,
+          distance_m = t.distance_m + excluded.distance_m,
+          earnings = t.earnings + excluded.earnings,
+          offers = t.offers + excluded.offers,
+          accepts = t.accepts + excluded.accepts
       )
       INSERT INTO ${s}.streams AS t (stream, kind, last_seq, live, updated_at)
       SELECT stream, split_part(stream, ':', 1), seq, NOT final, now() FROM newest
@@ -197,19 +210,6 @@ function statements(schema: string) {
         last_seq = GREATEST(t.last_seq, excluded.last_seq),
         live = CASE WHEN excluded.last_seq >= t.last_seq THEN excluded.live ELSE t.live END,
         updated_at = excluded.updated_at`,
-    addStats: `
-      INSERT INTO ${s}.rider_daily_stats AS t (rider_id, day, deliveries, on_time, distance_m, earnings, offers, accepts)
-      SELECT rider_id, day::date, deliveries, on_time, distance_m, earnings, offers, accepts
-      FROM jsonb_to_recordset($1::text::jsonb)
-        AS x(rider_id text, day text, deliveries integer, on_time integer, distance_m double precision,
-             earnings double precision, offers integer, accepts integer)
-      ON CONFLICT (rider_id, day) DO UPDATE SET
-        deliveries = t.deliveries + excluded.deliveries,
-        on_time = t.on_time + excluded.on_time,
-        distance_m = t.distance_m + excluded.distance_m,
-        earnings = t.earnings + excluded.earnings,
-        offers = t.offers + excluded.offers,
-        accepts = t.accepts + excluded.accepts`,
     readStream: `SELECT ${eventCols} FROM ${s}.events e WHERE e.stream = $1 AND e.seq > $2 ORDER BY e.seq`,
     saveSnapshots: `
       INSERT INTO ${s}.snapshots AS t (stream, seq, state, at)

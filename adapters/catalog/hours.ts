@@ -84,8 +84,24 @@ export interface LocalTime {
   minute: number;
 }
 
+/**
+ * The last answer per zone, by UTC minute: every order asks about its store's
+ * zone at about the current minute, and formatToParts is slow. Today's zone
+ * offsets are whole minutes, so one UTC minute is one local minute.
+ */
+const lastLocal = new Map<string, { utcMinute: number; local: LocalTime }>();
+
 /** Weekday and wall-clock minute at `at` (epoch ms) in `timeZone`. */
 export function localTime(timeZone: string, at: number): LocalTime {
+  const utcMinute = Math.floor(at / 60_000);
+  const last = lastLocal.get(timeZone);
+  if (last && last.utcMinute === utcMinute) return { ...last.local };
+  const local = computeLocalTime(timeZone, at);
+  lastLocal.set(timeZone, { utcMinute, local });
+  return { ...local };
+}
+
+function computeLocalTime(timeZone: string, at: number): LocalTime {
   let weekday = -1;
   let hour = 0;
   let minute = 0;

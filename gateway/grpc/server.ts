@@ -132,6 +132,9 @@ interface CallContext {
   log: Logger;
 }
 
+/** Most verified tokens remembered; past it the memory starts over. */
+const VERIFIED_TOKENS_MAX = 1_000;
+
 class Unauthenticated extends Error {
   constructor(readonly reason: string) {
     super(`unauthenticated: ${reason}`);
@@ -260,6 +263,7 @@ class DispatchService {
   readonly #intake: OrderIntake;
   readonly #catalog: CatalogPort;
   readonly #auth: AuthConfig;
+  readonly #verifiedTokens = new Map<string, Principal>();
   readonly #log: Logger;
   readonly #clock: Clock;
   readonly #currency: string;
@@ -323,13 +327,29 @@ class DispatchService {
   #authenticate(metadata: Metadata, ctx: CallContext): Principal {
     const token = bearerToken(metadata);
     if (token === null) throw new Unauthenticated('no bearer token');
-    const checked = verifyToken(token, this.#auth);
-    if (!checked.ok) throw new Unauthenticated(checked.reason);
-    const p = checked.principal;
+    const p = this.#verified(token);
     if (!can(p, 'service.call')) throw new DispatchError('QD_ERR_PERMISSION_DENIED', { role: p.role, action: `call ${ctx.method}` });
     ctx.principal = p;
     ctx.log = ctx.log.child({ caller: p.sub });
     return p;
+  }
+
+  /**
+   * A backend sends the same token with every call: its signature is checked
+   * once and the principal remembered until the token expires (after that
+   * verifyToken decides again, clock skew allowance included).
+   */
+  #verified(token: string): Principal {
+    const known = this.#verifiedTokens.get(token);
+    if (known && known.exp * 1000 > Date.now()) return known;
+    this.#verifiedTokens.delete(token);
+    const checked = verifyToken(token, this.#auth);
+    if (!checked.ok) throw new Unauthenticated(checked.reason);
+    if (checked.principal.exp * 1000 > Date.now()) {
+      if (this.#verifiedTokens.size >= VERIFIED_TOKENS_MAX) this.#verifiedTokens.clear();
+      this.#verifiedTokens.set(token, checked.principal);
+    }
+    return checked.principal;
   }
 
   /** The status for anything a handler threw; unknown errors are logged here, with the request id, and answered INTERNAL. */

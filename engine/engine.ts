@@ -11,8 +11,6 @@ import type {
   DispatchEngine,
   DispatchLatency,
   EngineCounters,
-  FixRejection,
-  FixRejectReason,
   IngestResult,
   NearbyRider,
   OperationsSnapshot,
@@ -34,7 +32,8 @@ import { GroupCommitter } from './store/group-commit.ts';
 import type { Cell, Fix, LatLng, OrderSpec, OrderStatus } from './types.ts';
 import { ShardMap, cellOf } from './geo/index.ts';
 import { InlineShardHost, WorkerShardHost, type ShardHost } from './shard/host.ts';
-import type { FixBatchResult, Route, ShardOp, ShardOperations, ShardOutput, ShardReply, ShardRequest, ShardResult } from './shard/protocol.ts';
+import { FixOutcome, fixRejectReason } from './shard/fleet.ts';
+import { FIX_MOVED, type Route, type ShardOp, type ShardOperations, type ShardOutput, type ShardReply, type ShardRequest, type ShardResult } from './shard/protocol.ts';
 import { orderViewOf } from './views.ts';
 
 export interface EngineOptions {
@@ -55,6 +54,32 @@ interface SentBatch {
   requests: ShardRequest[];
   waiters: Map<number, Pending>;
 }
+
+/**
+ * A shard's `fixes` request still in its queue: the ingestFixes calls of one
+ * flush join it, so a turn's worth of frames costs the shard one request and
+ * the coordinator one reply, and each call reads its own outcomes back by
+ * position.
+ */
+interface FixBatch {
+  /** The queued request, whose `data` is re-pointed as fixes join; null when the engine failed and nothing was queued. */
+  request: (ShardRequest & { op: 'fixes' }) | null;
+  /** Packed [rid, lat, lng, ts, seq] × count, with room to grow; read again to re-route the fixes of riders that moved. */
+  packed: Float64Array;
+  count: number;
+  /** One code per fix, by position: a FixOutcome or FIX_MOVED. */
+  outcomes: Promise<Uint8Array>;
+}
+
+/** One ingestFixes call's fixes in one batch: `count` of them from position `first`. */
+interface FixSpan {
+  batch: FixBatch;
+  first: number;
+  count: number;
+}
+
+/** Fixes a new batch has room for before it grows. */
+const FIX_BATCH_START = 64;
 
 const MAX_ROUTE_RETRIES = 3;
 
@@ -77,6 +102,8 @@ class Engine implements DispatchEngine {
   readonly #sent: SentBatch[][];
   #flushScheduled = false;
   #nextRequestId = 1;
+  /** Per shard, the fixes batch later ingestFixes calls may still join. */
+  readonly #fixBatches: Array<FixBatch | undefined> = [];
   /** Promises of work started by replies (routes, hand-offs, ghosts) that tick() waits for. */
   readonly #inflight = new Set<Promise<unknown>>();
   /** Directory: where each live order and rider is. */
@@ -597,53 +624,100 @@ class Engine implements DispatchEngine {
   async ingestFixes(fixes: Fix[]): Promise<IngestResult> {
     this.#guard();
     if (!Array.isArray(fixes)) throw invalidArgument('fixes', 'must be an array');
-    const rejected: FixRejection[] = [];
-    const perShard: number[][] = this.#hosts.map(() => []);
+    const result: IngestResult = { accepted: 0, stale: 0, rejected: [] };
+    const spans: FixSpan[] = [];
     for (const f of fixes) {
       const d = f && typeof f.riderId === 'string' ? this.#riders.get(f.riderId) : undefined;
       if (!d) {
-        rejected.push({ riderId: String(f?.riderId), reason: 'unknownRider' });
+        result.rejected.push({ riderId: String(f?.riderId), reason: 'unknownRider' });
         continue;
       }
-      perShard[d.shard].push(d.rid, +f.lat, +f.lng, +f.ts, +f.seq);
+      this.#addFix(spans, d, +f.lat, +f.lng, +f.ts, +f.seq);
     }
-    return this.#sendFixes(perShard, rejected, 0);
-  }
-
-  async #sendFixes(perShard: number[][], rejected: FixRejection[], depth: number): Promise<IngestResult> {
-    const calls: Promise<FixBatchResult>[] = [];
-    for (let s = 0; s < perShard.length; s++) {
-      if (perShard[s].length === 0) continue;
-      const data = Float64Array.from(perShard[s]);
-      calls.push(this.#call<FixBatchResult>(s, { op: 'fixes', data }, data.buffer));
-    }
-    const results = await Promise.all(calls);
-    const result: IngestResult = { accepted: 0, stale: 0, rejected };
-    const again: number[][] = this.#hosts.map(() => []);
-    let reroute = false;
-    for (const r of results) {
-      result.accepted += r.accepted;
-      result.stale += r.stale;
-      for (const [rid, reason] of r.rejected) {
-        rejected.push({ riderId: this.#ridToRider[rid], reason: reason as FixRejectReason });
-        this.#counters.fixesRejected[reason] = (this.#counters.fixesRejected[reason] ?? 0) + 1;
-      }
-      for (let i = 0; i < r.moved.length; i += 5) {
-        const d = this.#riders.get(this.#ridToRider[r.moved[i]]);
-        if (!d) continue;
-        again[d.shard].push(...r.moved.slice(i, i + 5));
-        reroute = true;
-      }
-    }
+    this.#sealFixes(spans);
+    await this.#settleFixes(spans, result, 0);
     this.#counters.fixesAccepted += result.accepted;
     this.#counters.fixesStale += result.stale;
-    if (reroute && depth < MAX_ROUTE_RETRIES) {
-      const more = await this.#sendFixes(again, [], depth + 1);
-      result.accepted += more.accepted;
-      result.stale += more.stale;
-      result.rejected.push(...more.rejected);
-    }
     return result;
+  }
+
+  /** Adds one fix to its shard's open batch, extending this call's span of it; #sealFixes must follow. */
+  #addFix(spans: FixSpan[], d: { rid: number; shard: number }, lat: number, lng: number, ts: number, seq: number): void {
+    const batch = this.#openFixBatch(d.shard);
+    let span: FixSpan | undefined;
+    for (let i = spans.length - 1; i >= 0 && !span; i--) if (spans[i].batch === batch) span = spans[i];
+    if (!span || span.first + span.count !== batch.count) {
+      spans.push((span = { batch, first: batch.count, count: 0 }));
+      if (batch.request) batch.request.calls++;
+    }
+    if ((batch.count + 1) * 5 > batch.packed.length) {
+      const grown = new Float64Array(batch.packed.length * 2);
+      grown.set(batch.packed);
+      batch.packed = grown;
+    }
+    const at = batch.count * 5;
+    const p = batch.packed;
+    p[at] = d.rid;
+    p[at + 1] = lat;
+    p[at + 2] = lng;
+    p[at + 3] = ts;
+    p[at + 4] = seq;
+    batch.count++;
+    span.count++;
+  }
+
+  /** Points the queued requests at the fixes just added, for the flush to send. */
+  #sealFixes(spans: FixSpan[]): void {
+    for (const { batch } of spans) if (batch.request) batch.request.data = batch.packed.subarray(0, batch.count * 5);
+  }
+
+  /**
+   * The shard's batch that fixes may still join: the one queued last, so that
+   * joining never moves fixes ahead of a request queued after them. Otherwise
+   * a new one, queued now.
+   */
+  #openFixBatch(shard: number): FixBatch {
+    const open = this.#fixBatches[shard];
+    const q = this.#queued[shard];
+    if (open?.request && q.requests[q.requests.length - 1] === open.request) return open;
+    const packed = new Float64Array(FIX_BATCH_START * 5);
+    const data = packed.subarray(0, 0);
+    const outcomes = this.#call<Uint8Array>(shard, { op: 'fixes', data, calls: 0 });
+    // #call has queued the request last (it queues nothing once the engine has failed, and `outcomes` rejects).
+    const last = q.requests[q.requests.length - 1];
+    const request = last?.op === 'fixes' && last.data === data ? last : null;
+    const batch: FixBatch = { request, packed, count: 0, outcomes };
+    this.#fixBatches[shard] = batch;
+    return batch;
+  }
+
+  /** Waits for the shards' outcomes of this call's fixes and counts them into `result`; fixes of riders that moved go again. */
+  async #settleFixes(spans: FixSpan[], result: IngestResult, depth: number): Promise<void> {
+    // All awaited before any is read: fixes that moved join open batches, and must do so in one go to stay contiguous.
+    const answers = spans.length === 1 ? [await spans[0].batch.outcomes] : await Promise.all(spans.map((x) => x.batch.outcomes));
+    const moved: FixSpan[] = [];
+    for (let k = 0; k < spans.length; k++) {
+      const span = spans[k];
+      const outcomes = answers[k];
+      const p = span.batch.packed;
+      for (let i = span.first; i < span.first + span.count; i++) {
+        const o = outcomes[i] as FixOutcome | typeof FIX_MOVED;
+        if (o === FixOutcome.Accepted || o === FixOutcome.AcceptedCellChanged) result.accepted++;
+        else if (o === FixOutcome.Stale) result.stale++;
+        else if (o === FIX_MOVED) {
+          // Handed off between routing and the shard: route it again by the directory, which now knows.
+          const d = depth < MAX_ROUTE_RETRIES ? this.#riders.get(this.#ridToRider[p[i * 5]]) : undefined;
+          if (d) this.#addFix(moved, d, p[i * 5 + 1], p[i * 5 + 2], p[i * 5 + 3], p[i * 5 + 4]);
+        } else {
+          const reason = fixRejectReason(o);
+          result.rejected.push({ riderId: this.#ridToRider[p[i * 5]], reason });
+          this.#counters.fixesRejected[reason] = (this.#counters.fixesRejected[reason] ?? 0) + 1;
+        }
+      }
+    }
+    if (moved.length === 0) return;
+    this.#sealFixes(moved);
+    await this.#settleFixes(moved, result, depth + 1);
   }
 
   // ------------------------------------------------------------ queries, zones, stats
@@ -717,7 +791,8 @@ class Engine implements DispatchEngine {
 
   async counters(): Promise<EngineCounters> {
     // Read before our own requests join the queues.
-    const shardQueueDepth = this.#queued.map((q, s) => q.requests.length + this.#sent[s].reduce((n, b) => n + b.requests.length, 0));
+    const depth = (requests: ShardRequest[]) => requests.reduce((n, r) => n + (r.op === 'fixes' ? r.calls : 1), 0);
+    const shardQueueDepth = this.#queued.map((q, s) => depth(q.requests) + this.#sent[s].reduce((n, b) => n + depth(b.requests), 0));
     const per = await Promise.all(this.#hosts.map((h) => this.#call<Record<string, number>>(h.id, { op: 'counters' })));
     const sum = (k: string) => per.reduce((a, c) => a + (c[k] ?? 0), 0);
     return {

@@ -30,6 +30,11 @@ export class Counter implements Metric {
     const k = labelKey(labels);
     this.#values.set(k, (this.#values.get(k) ?? 0) + by);
   }
+  /** One label set's series, its key built once: for counters bumped on every frame. */
+  series(labels: Labels): { inc(by?: number): void } {
+    const k = labelKey(labels);
+    return { inc: (by = 1) => void this.#values.set(k, (this.#values.get(k) ?? 0) + by) };
+  }
   get(labels?: Labels): number {
     return this.#values.get(labelKey(labels)) ?? 0;
   }

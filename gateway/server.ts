@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import pino, { type Logger } from 'pino';
-import type { DispatchEngine, OrderUpdate, RiderUpdate, Unsubscribe } from '../engine/index.ts';
+import type { DispatchEngine, Fix, OrderUpdate, RiderUpdate, Unsubscribe } from '../engine/index.ts';
 import { DispatchError } from '../engine/index.ts';
 import { canFollowOrder, verifyToken, type AuthConfig, type Principal } from './auth.ts';
 import { Registry } from './metrics.ts';
@@ -27,6 +27,7 @@ import {
   type ErrorMessage,
   type Message,
 } from './protocol.ts';
+import { ReplayWindow } from './replay-window.ts';
 import { loadUws, type Uws } from './uws.ts';
 
 export interface GatewayOptions {
@@ -94,7 +95,7 @@ interface Session {
   id: string;
   userId: string;
   lastS: number;
-  outcomes: Map<number, Message>;
+  outcomes: ReplayWindow;
   /** Outcomes of commands still running, so a replay arriving meanwhile gets the same answer after them. */
   pending: Map<number, Promise<Message>>;
   /** Open connections on this session; only a session with none can expire. */
@@ -130,8 +131,15 @@ interface Conn {
   tokens: number;
   refilledAt: number;
   malformed: number;
-  /** Commands of one connection run one after another, in `s` order. */
+  /** Answers of one connection, in frame order; a command other than a fix starts only after every earlier answer. */
   chain: Promise<void>;
+  /**
+   * What fix commands wait for before they start: the command before them, when
+   * it was not a fix. null: they start at once, without waiting for the answers
+   * to the fixes before them, since the engine applies a rider's fixes in the
+   * order they are given to it.
+   */
+  fixesAfter: Promise<unknown> | null;
   follows: Map<string, Follow>;
   riderUnsub: Unsubscribe | null;
   offerOrderId: string | null;
@@ -171,6 +179,8 @@ export class Gateway {
   #draining = false;
   #positionTimer: NodeJS.Timeout | null = null;
   readonly #m;
+  /** quickdash_ws_frames_total by message type, created at a type's first frame. */
+  readonly #framesOfType: Array<{ inc(): void }> = [];
   readonly #ops: OperationsFeed;
   readonly #posts: PostRoute[];
 
@@ -390,7 +400,7 @@ export class Gateway {
         id: randomUUID(),
         userId: `${p.role}:${p.sub}`,
         lastS: 0,
-        outcomes: new Map(),
+        outcomes: new ReplayWindow(Limits.replayWindow),
         pending: new Map(),
         connections: 0,
         expiresAt: now + Limits.sessionTtlMs,
@@ -407,6 +417,7 @@ export class Gateway {
       refilledAt: now,
       malformed: 0,
       chain: Promise.resolve(),
+      fixesAfter: null,
       follows: new Map(),
       riderUnsub: null,
       offerOrderId: null,
@@ -470,6 +481,9 @@ export class Gateway {
   #send(ws: Socket, msg: Message): boolean {
     const c = ws.getUserData();
     if (c.closed) return false;
+    // A turn's frames not yet handed to the socket are no sign of a slow reader (a rider's pipelined fixes
+    // are acked in one turn): they go now, and only what the socket could not send counts.
+    if (this.#backlog(ws) > this.#tuning.slowConsumerBytes) this.#flushSocket(ws, c);
     if (this.#backlog(ws) > this.#tuning.slowConsumerBytes) {
       this.#m.slow.inc();
       this.#log.warn({ conn: c.id, user: c.session.userId, buffered: this.#backlog(ws) }, 'slow consumer closed');
@@ -554,7 +568,7 @@ export class Gateway {
       return;
     }
     const msg = decoded.msg;
-    this.#m.frames.inc({ type: String(msg.t) });
+    (this.#framesOfType[msg.t] ??= this.#m.frames.series({ type: String(msg.t) })).inc();
     if (msg.t === MessageType.ping) {
       this.#send(ws, msg.ts === undefined ? { t: MessageType.pong, now } : { t: MessageType.pong, now, ts: msg.ts });
       return;
@@ -572,7 +586,7 @@ export class Gateway {
     const session = c.session;
     session.lastS = cmd.s;
     const started = performance.now();
-    const outcome = c.chain.then(async (): Promise<Message> => {
+    const run = async (): Promise<Message> => {
       try {
         return { t: MessageType.ack, s: cmd.s, result: await this.#command(ws, c, cmd) };
       } catch (err) {
@@ -581,9 +595,23 @@ export class Gateway {
         this.#m.refused.inc({ code: frame.error });
         return frame;
       }
-    });
+    };
+    let outcome: Promise<Message>;
+    let answered: Promise<Message>;
+    if (cmd.t === MessageType.fix || cmd.t === MessageType.fixes) {
+      // Started now, so a rider's frames of one turn reach the engine together; answered in order all the same.
+      outcome = c.fixesAfter ? c.fixesAfter.then(run) : run();
+      answered = c.chain.then(() => outcome);
+    } else {
+      outcome = answered = c.chain.then(run);
+      const gate = outcome;
+      c.fixesAfter = gate;
+      void gate.then(() => {
+        if (c.fixesAfter === gate) c.fixesAfter = null;
+      });
+    }
     session.pending.set(cmd.s, outcome);
-    c.chain = outcome.then((o) => {
+    c.chain = answered.then((o) => {
       this.#remember(session, cmd.s, o);
       this.#m.commandSeconds.observe((performance.now() - started) / 1000);
       this.#send(ws, o);
@@ -598,7 +626,7 @@ export class Gateway {
   #replayed(ws: Socket, c: Conn, s: number): boolean {
     const session = c.session;
     if (s > session.lastS) return false;
-    const before = session.outcomes.get(s);
+    const before = session.outcomes.outcome(s);
     const running = session.pending.get(s);
     c.chain = c.chain.then(async () => {
       const o = before ?? (running ? await running : undefined);
@@ -625,8 +653,7 @@ export class Gateway {
 
   #remember(session: Session, s: number, outcome: Message): void {
     session.pending.delete(s);
-    session.outcomes.set(s, outcome);
-    if (session.outcomes.size > Limits.replayWindow) session.outcomes.delete(session.outcomes.keys().next().value as number);
+    session.outcomes.remember(s, outcome);
   }
 
   /** One command, as the engine call it stands for. Throws DispatchError on refusal. */
@@ -637,9 +664,12 @@ export class Gateway {
       case MessageType.fix:
       case MessageType.fixes: {
         const fixes = fixesOf(me, msg);
+        // Only the newest fix is held across the wait: the frame's others die young, cheap to collect.
+        let newest = fixes[0]!;
+        for (const f of fixes) if (f.ts > newest.ts) newest = f;
         const r = await e.ingestFixes(fixes);
         this.#m.fixes.inc(undefined, r.accepted);
-        if (r.accepted > 0) this.#riderMoved(me, fixes);
+        if (r.accepted > 0) this.#riderMoved(me, newest);
         return { accepted: r.accepted, stale: r.stale, rejected: r.rejected.length };
       }
       case MessageType.online: {
@@ -761,12 +791,10 @@ export class Gateway {
   }
 
   /** A rider's fixes were accepted: its followers see the newest one. */
-  #riderMoved(riderId: string, fixes: ReturnType<typeof fixesOf>): void {
+  #riderMoved(riderId: string, newest: Fix): void {
     const followers = this.#followersOf.get(riderId);
     if (!followers) return;
-    let last = fixes[0]!;
-    for (const f of fixes) if (f.ts > last.ts) last = f;
-    for (const f of followers) this.#offerPosition(f, { lat: last.lat, lng: last.lng, ts: last.ts }, 'push');
+    for (const f of followers) this.#offerPosition(f, { lat: newest.lat, lng: newest.lng, ts: newest.ts }, 'push');
   }
 
   /**

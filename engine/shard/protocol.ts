@@ -38,8 +38,11 @@ export type ShardOp =
   | { op: 'riderEvent'; riderId: string; event: RiderEvent; position?: LatLng }
   /** Would the rider take this event? Answers null or the refusal; changes nothing. */
   | { op: 'checkRider'; riderId: string; event: RiderEvent }
-  /** Packed fixes: [rid, lat, lng, ts, seq] × n. */
-  | { op: 'fixes'; data: Float64Array }
+  /**
+   * Packed fixes: [rid, lat, lng, ts, seq] × n, of `calls` ingestFixes calls (each counts in the
+   * queue depth); answered with one code per fix (FIX_MOVED).
+   */
+  | { op: 'fixes'; data: Float64Array; calls: number }
   | { op: 'tick' }
   | { op: 'adoptRider'; transfer: RiderTransfer }
   | { op: 'ghosts'; from: number; riders: GhostRider[] }
@@ -81,13 +84,12 @@ export interface ShardOutput {
   evictedOrders: string[];
 }
 
-/** Answer to a `fixes` request. `moved` holds packed fixes of riders that left this shard, to re-route. */
-export interface FixBatchResult {
-  accepted: number;
-  stale: number;
-  rejected: Array<[number, string]>;
-  moved: number[];
-}
+/**
+ * Answer to a `fixes` request: one code per fix, in order, each a FixOutcome
+ * (shard/fleet.ts) or FIX_MOVED: the rider has left this shard, and the
+ * coordinator re-routes the fix.
+ */
+export const FIX_MOVED = 255;
 
 /** Answer to an `operations` request. */
 export interface ShardOperations {

@@ -17,13 +17,13 @@ import { orderViewOf } from '../views.ts';
 import type { LiveStream, StoredEvent } from '../store/event-store.ts';
 import type { Cell, LatLng } from '../types.ts';
 import { CellGeometry, ShardMap, cellOf, haversineM } from '../geo/index.ts';
-import { Fleet, FixOutcome, fixRejectReason } from './fleet.ts';
+import { Fleet, FixOutcome } from './fleet.ts';
 import { SpatialIndex } from './spatial-index.ts';
 import { TimerWheel } from './timer-wheel.ts';
 import { HaversineRouter, solveBatch, solveGreedy } from '../dispatch/index.ts';
 import type { MatchOrder, MatchRider } from '../dispatch/index.ts';
+import { FIX_MOVED } from './protocol.ts';
 import type {
-  FixBatchResult,
   GhostRider,
   RiderTransfer,
   ShardBatch,
@@ -427,35 +427,28 @@ export class Shard {
 
   // ---------------------------------------------------------------- GPS hot path
 
-  /** Packed [rid, lat, lng, ts, seq] × n. Returns counts; rejections go to the output. */
-  #applyFixes(data: Float64Array): FixBatchResult {
-    let accepted = 0;
-    let stale = 0;
-    const rejected: Array<[number, string]> = [];
-    const moved: number[] = [];
+  /** Packed [rid, lat, lng, ts, seq] × n. Answers each fix's code by position: a FixOutcome, or FIX_MOVED. */
+  #applyFixes(data: Float64Array): Uint8Array {
+    const outcomes = new Uint8Array(Math.floor(data.length / 5));
     const fleet = this.#fleet;
     const now = this.#now;
-    for (let i = 0; i + 4 < data.length; i += 5) {
-      const rid = data[i];
-      const riderId = this.#ridToRider.get(rid);
+    for (let k = 0; k < outcomes.length; k++) {
+      const i = k * 5;
+      const riderId = this.#ridToRider.get(data[i]);
       if (riderId === undefined) {
-        // Handed off between the coordinator's routing and now: send it back to be re-routed.
-        moved.push(rid, data[i + 1], data[i + 2], data[i + 3], data[i + 4]);
+        // Handed off between the coordinator's routing and now: sent back to be re-routed.
+        outcomes[k] = FIX_MOVED;
         continue;
       }
       const entry = this.#riders.get(riderId)!;
       const outcome = fleet.applyFix(entry.slot, data[i + 1], data[i + 2], data[i + 3], data[i + 4], now);
+      outcomes[k] = outcome;
       if (outcome === FixOutcome.Accepted || outcome === FixOutcome.AcceptedCellChanged) {
-        accepted++;
         if (outcome === FixOutcome.AcceptedCellChanged) this.#onCellChange(riderId, entry);
         if (entry.target !== null) this.#checkGeofence(riderId, entry);
-      } else if (outcome === FixOutcome.Stale) {
-        stale++;
-      } else {
-        rejected.push([rid, fixRejectReason(outcome)]);
       }
     }
-    return { accepted, stale, rejected, moved };
+    return outcomes;
   }
 
   #onCellChange(riderId: string, entry: RiderEntry): void {

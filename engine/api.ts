@@ -20,6 +20,8 @@ export interface OrderView {
   payment: OrderSpec['payment'];
   /** The provider's payment id once a prepaid order's payment was captured. */
   paymentId: string | null;
+  /** What the customer pays for delivery (paise), as quoted when it was placed; null when created without a quote. */
+  deliveryFee: number | null;
   riderId: RiderId | null;
   offer: { riderId: RiderId; expiresAt: number } | null;
   createdAt: number;

@@ -972,7 +972,8 @@ function validateOrderSpec(spec: OrderSpec): void {
     const v = spec[f];
     if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && v >= 0)) throw invalidArgument(f, 'must be a non-negative number');
   }
-  if (spec.riderFee !== undefined && !(Number.isInteger(spec.riderFee) && spec.riderFee >= 0)) {
-    throw invalidArgument('riderFee', 'must be a non-negative integer (minor units)');
+  for (const f of ['riderFee', 'deliveryFee'] as const) {
+    const v = spec[f];
+    if (v !== undefined && !(Number.isInteger(v) && v >= 0)) throw invalidArgument(f, 'must be a non-negative integer (minor units)');
   }
 }

@@ -29,6 +29,8 @@ export interface OrderSpec {
   promisedAt?: number;
   /** Rider's earnings for this delivery, in minor units (paise). */
   riderFee?: number;
+  /** What the customer pays for delivery, in minor units (paise), as quoted when the order was placed. */
+  deliveryFee?: number;
   /** Prep / handover minutes at the store and at the door, from the replay data or the store's settings. */
   pickupServiceMs?: number;
   dropoffServiceMs?: number;

@@ -16,6 +16,7 @@ export function orderViewOf(snap: SnapshotFrom<typeof orderMachine>, seq: number
     dropoff: c.dropoff,
     payment: c.payment,
     paymentId: c.paymentId,
+    deliveryFee: c.deliveryFee ?? null,
     riderId: c.riderId,
     offer: c.offer ? { riderId: c.offer.riderId, expiresAt: c.offer.expiresAt } : null,
     createdAt: c.createdAt,

@@ -152,6 +152,7 @@ export class OrderIntake {
         readyAt: now + reservation.store.prepMinutes * 60_000,
         promisedAt: req.promisedAt ?? now + quote.etaSeconds * 1000,
         riderFee: quote.riderFeePaise,
+        deliveryFee: quote.feePaise,
       });
       // Debug: the transport logs the placement with its request id.
       this.#log.debug(
@@ -178,9 +179,10 @@ export class OrderIntake {
       throw new DispatchError('QD_ERR_IDEMPOTENCY_CONFLICT', { key: req.idempotencyKey, orderId: order.orderId });
     }
     const intent = req.payment === 'prepaid' ? await this.#payments.intentOf(order.orderId) : null;
+    // The fee quoted at placement; only orders placed before the engine kept it are quoted again.
     const deliveryFeePaise = intent
       ? intent.amountPaise - reservation.totalPaise
-      : (await this.quote(order.pickup, order.dropoff, reservation.store.prepMinutes)).feePaise;
+      : (order.deliveryFee ?? (await this.quote(order.pickup, order.dropoff, reservation.store.prepMinutes)).feePaise);
     return { order, reservation, intent, deliveryFeePaise, replayed: true };
   }
 

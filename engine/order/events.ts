@@ -29,6 +29,8 @@ export interface OrderContext {
   readyAt: number;
   promisedAt: number | null;
   riderFee: number;
+  /** What the customer pays for delivery (paise), as quoted at placement; null for orders created without one. */
+  deliveryFee: number | null;
   otp: string;
   createdAt: number;
   searchLimitMs: number;

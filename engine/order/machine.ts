@@ -132,6 +132,7 @@ export const orderMachine = setup({
       readyAt: spec.readyAt ?? input.createdAt,
       promisedAt: spec.promisedAt ?? null,
       riderFee: spec.riderFee ?? 0,
+      deliveryFee: spec.deliveryFee ?? null,
       otp: input.otp,
       createdAt: input.createdAt,
       searchLimitMs: input.searchLimitMs,

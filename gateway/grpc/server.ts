@@ -245,10 +245,9 @@ class OrderExtrasCache {
     if (intent) {
       return { ...base, deliveryFeePaise: intent.amountPaise - reservation.totalPaise, currency: intent.currency, providerOrderId: intent.providerOrderId };
     }
-    // The fee of a COD order is not stored anywhere durable: quote it again, as
-    // OrderIntake does for a COD replay (surge may differ from the original quote).
-    const quote = await this.#intake.quote(order.pickup, order.dropoff);
-    return { ...base, deliveryFeePaise: quote.feePaise };
+    // A COD order keeps its quoted fee; one placed before the engine kept it is quoted again (surge may differ).
+    const deliveryFeePaise = order.deliveryFee ?? (await this.#intake.quote(order.pickup, order.dropoff)).feePaise;
+    return { ...base, deliveryFeePaise };
   }
 
   #trim(): void {
@@ -435,7 +434,6 @@ class DispatchService {
       promisedAt: req.promisedAt,
     });
     const orderId = placed.order.orderId;
-    // A COD replay's fee is quoted again by the intake: the first answer's, if this node gave it, is the one charged.
     const extras: OrderExtras =
       placed.replayed && this.#extras.has(orderId)
         ? await this.#extras.get(placed.order)

@@ -213,6 +213,7 @@ t.test('bad input gets a clear error and changes nothing', async (t) => {
     [{ ...orderSpec(), orderId: '' }, 'orderId'],
     [{ ...orderSpec(), payment: 'card' }, 'payment'],
     [{ ...orderSpec(), riderFee: -5 }, 'riderFee'],
+    [{ ...orderSpec(), deliveryFee: 12.5 }, 'deliveryFee'],
     [null, 'order'],
   ];
   for (const [spec, field] of bad) {

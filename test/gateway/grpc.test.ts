@@ -590,13 +590,24 @@ t.test('DispatchService', async (t) => {
     t.equal(calm.supply, 0);
     t.ok(calm.etaSeconds >= 8 * 60, "the store's prep time counts");
     t.ok(calm.distanceM > 1_500, 'road distance');
+    const placed: CreateOrderResult[] = [];
     for (const key of ['hsr-1', 'hsr-2', 'hsr-3']) {
-      await call(client, 'createOrder', createRequest(key, { storeId: 'st-c', dropoff, paymentMode: PaymentMode.PAYMENT_MODE_COD }));
+      placed.push(await call<CreateOrderResult>(client, 'createOrder', createRequest(key, { storeId: 'st-c', dropoff, paymentMode: PaymentMode.PAYMENT_MODE_COD })));
     }
     const busy = await call<Quote>(client, 'quoteDelivery', { origin: { $case: 'pickup', pickup: HSR }, dropoff });
     t.equal(busy.demand, 3, 'three orders wait');
     t.ok(busy.surgeFactor > calm.surgeFactor, `surge rose to ${busy.surgeFactor}`);
     t.ok(busy.feePaise > calm.feePaise, 'and the fee with it');
+
+    // A COD order keeps the fee it was placed at, wherever it is read after the surge, even on a node that never saw it placed.
+    const first = placed[0].order;
+    t.ok(first.deliveryFeePaise < busy.feePaise, 'the first order was placed before the surge');
+    const other = await w.extra(t, {});
+    const got = await call<{ order: Order }>(other.client, 'getOrder', { orderId: first.orderId });
+    t.equal(got.order.deliveryFeePaise, first.deliveryFeePaise, 'GetOrder on another node: the fee it was placed at');
+    const replay = await call<CreateOrderResult>(other.client, 'createOrder', createRequest('hsr-1', { storeId: 'st-c', dropoff, paymentMode: PaymentMode.PAYMENT_MODE_COD }));
+    t.equal(replay.replayed, true);
+    t.equal(replay.order.deliveryFeePaise, first.deliveryFeePaise, 'a replay on another node: the same fee');
     t.equal(busy.cell, calm.cell, 'counted around the same cell');
     const noOrigin = await refusal(t, call(client, 'quoteDelivery', { dropoff }), status.INVALID_ARGUMENT, 'QD_ERR_INVALID_ARGUMENT', 'no origin');
     t.equal(fieldOf(noOrigin), 'origin');

@@ -288,7 +288,7 @@ t.test('every engine status has its proto enum value and no proto value is left 
 
 t.test('Order, Rider and RiderDailyStats have a field for every engine view field', async (t) => {
   // Where a view field lives under another name in the message.
-  const orderMoved: Record<string, string> = { payment: 'payment.mode', paymentId: 'payment.paymentId' };
+  const orderMoved: Record<string, string> = { payment: 'payment.mode', paymentId: 'payment.paymentId', deliveryFee: 'deliveryFeePaise' };
   const riderMoved: Record<string, string> = {};
   const statsMoved: Record<string, string> = { earnings: 'earningsPaise' };
   const check = (name: string, viewKeys: string[], message: object, moved: Record<string, string>) => {
@@ -300,7 +300,7 @@ t.test('Order, Rider and RiderDailyStats have a field for every engine view fiel
   const orderKeys = {
     orderId: 1, status: 1, seq: 1, storeId: 1, customerId: 1, pickup: 1, dropoff: 1, payment: 1, paymentId: 1, riderId: 1, offer: 1,
     createdAt: 1, readyAt: 1, promisedAt: 1, assignedAt: 1, pickedUpAt: 1, deliveredAt: 1, cancelledAt: 1, cancel: 1, escalation: 1,
-    attempts: 1, otp: 1,
+    attempts: 1, otp: 1, deliveryFee: 1,
   } satisfies Record<keyof OrderView, 1>;
   const riderKeys = { riderId: 1, status: 1, seq: 1, capacity: 1, orderIds: 1, offer: 1, position: 1, shard: 1 } satisfies Record<keyof RiderView, 1>;
   const statsKeys = {

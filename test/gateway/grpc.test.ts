@@ -327,13 +327,13 @@ t.test('DispatchService', async (t) => {
   t.test('CreateOrder after an attempt that reserved and died before creating: finishes it with what is held', async (t) => {
     const before = (await catalog.stockOf('st-a', 'milk'))!.reserved;
     const orderId = OrderIntake.orderIdFor('orders-api', 'died-1');
-    await catalog.reserve(orderId, 'st-a', createRequest('died-1').lines, Date.now());
+    await catalog.reserve(orderId, 'st-a', createRequest('died-1').lines, clock.now());
     const res = await call<CreateOrderResult>(client, 'createOrder', createRequest('died-1', { paymentMode: PaymentMode.PAYMENT_MODE_COD }));
     t.equal(res.order.orderId, orderId);
     t.equal(res.replayed, false, 'placed now, not a replay');
     t.equal((await catalog.stockOf('st-a', 'milk'))!.reserved, before + 2, 'the held stock, reserved once');
 
-    await catalog.reserve(OrderIntake.orderIdFor('orders-api', 'died-2'), 'st-a', [{ productId: 'bread', quantity: 1 }], Date.now());
+    await catalog.reserve(OrderIntake.orderIdFor('orders-api', 'died-2'), 'st-a', [{ productId: 'bread', quantity: 1 }], clock.now());
     await refusal(t, call(client, 'createOrder', createRequest('died-2')), status.ALREADY_EXISTS, 'QD_ERR_IDEMPOTENCY_CONFLICT', 'held lines other than asked');
   });
 

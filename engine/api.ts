@@ -191,6 +191,11 @@ export interface DispatchEngine {
   riderOffline(riderId: RiderId): Promise<RiderView>;
   riderBreak(riderId: RiderId, onBreak: boolean): Promise<RiderView>;
   ingestFixes(fixes: Fix[]): Promise<IngestResult>;
+  /**
+   * One rider's fixes, packed [lat, lng, ts, seq] × n: ingestFixes without an object per fix, for a
+   * transport that reads fixes off the wire. `fixes` is read before this returns; the caller may reuse it.
+   */
+  ingestRiderFixes(riderId: RiderId, fixes: Float64Array): Promise<IngestResult>;
   acceptOffer(riderId: RiderId, orderId: string): Promise<OrderView>;
   declineOffer(riderId: RiderId, orderId: string): Promise<OrderView>;
   arrivedPickup(riderId: RiderId, orderId: string): Promise<OrderView>;

@@ -641,6 +641,24 @@ class Engine implements DispatchEngine {
     return result;
   }
 
+  async ingestRiderFixes(riderId: string, fixes: Float64Array): Promise<IngestResult> {
+    this.#guard();
+    const result: IngestResult = { accepted: 0, stale: 0, rejected: [] };
+    const n = fixes.length >> 2;
+    const d = this.#riders.get(riderId);
+    if (!d) {
+      for (let i = 0; i < n; i++) result.rejected.push({ riderId, reason: 'unknownRider' });
+      return result;
+    }
+    const spans: FixSpan[] = [];
+    for (let i = 0; i < n * 4; i += 4) this.#addFix(spans, d, fixes[i], fixes[i + 1], fixes[i + 2], fixes[i + 3]);
+    this.#sealFixes(spans);
+    await this.#settleFixes(spans, result, 0);
+    this.#counters.fixesAccepted += result.accepted;
+    this.#counters.fixesStale += result.stale;
+    return result;
+  }
+
   /** Adds one fix to its shard's open batch, extending this call's span of it; #sealFixes must follow. */
   #addFix(spans: FixSpan[], d: { rid: number; shard: number }, lat: number, lng: number, ts: number, seq: number): void {
     const batch = this.#openFixBatch(d.shard);

@@ -15,7 +15,7 @@
  */
 import { Packr } from 'msgpackr';
 import { DispatchError, ErrorCodes } from '../engine/index.ts';
-import type { ErrorCode, Fix, LatLng, OrderStatus, RiderStatus } from '../engine/index.ts';
+import type { ErrorCode, LatLng, OrderStatus, RiderStatus } from '../engine/index.ts';
 import type { Role } from './auth.ts';
 
 // ---------------------------------------------------------------- Version, types, roles
@@ -811,7 +811,7 @@ export function isClientMessageName(name: MessageName): name is ClientMessageNam
 }
 
 /** Whether `role` may send this client message. */
-export function roleMaySend(role: Role, msg: ClientMessage | ClientMessageName): boolean {
+export function roleMaySend(role: Role, msg: ClientMessage | FixFrame | ClientMessageName): boolean {
   // Defensive for untyped callers: a gateway message or unknown type is allowed to no one.
   const name = typeof msg === 'string' ? msg : specByCode.get(msg.t)?.name;
   if (name === undefined || !Object.hasOwn(clientMessageRoles, name)) return false;
@@ -838,6 +838,9 @@ const packr = new Packr({ useRecords: false, int64AsType: 'auto' as 'number' /* 
  * @throws TypeError for a `t` that is no message type (a programming error).
  */
 export function encode(msg: Message): Uint8Array {
+  if (msg.t === MessageType.ack && msg.dup === undefined && isFixResult(msg.result)) {
+    return encodeFixAck(msg.s, msg.result.accepted, msg.result.stale, msg.result.rejected);
+  }
   const spec = specByCode.get(msg.t);
   if (!spec) throw new TypeError(`unknown message type ${String((msg as { t: unknown }).t)}`);
   const src = msg as unknown as Record<string, unknown>;
@@ -847,6 +850,77 @@ export function encode(msg: Message): Uint8Array {
     if (v !== undefined) out[name] = field.wire ? field.wire(v) : v;
   }
   return packr.pack(out);
+}
+
+/** The result of a fix ack: exactly accepted, stale and rejected, each a count of one frame's fixes. */
+function isFixResult(r: AckResult | undefined): r is { accepted: number; stale: number; rejected: number } {
+  return (
+    r !== undefined &&
+    r.orderId === undefined &&
+    r.status === undefined &&
+    r.seq === undefined &&
+    isUint32(r.accepted) &&
+    isUint32(r.stale) &&
+    isUint32(r.rejected)
+  );
+}
+
+const isUint32 = (v: unknown): v is number => typeof v === 'number' && v >>> 0 === v;
+
+/** msgpack's shortest form of a uint32, as msgpackr writes it. */
+const uintBytes = (v: number) => (v < 0x80 ? 1 : v < 0x100 ? 2 : v < 0x10000 ? 3 : 5);
+
+function putUint(out: Uint8Array, at: number, v: number): number {
+  if (v < 0x80) {
+    out[at] = v;
+    return at + 1;
+  }
+  if (v < 0x100) {
+    out[at] = 0xcc;
+    out[at + 1] = v;
+    return at + 2;
+  }
+  if (v < 0x10000) {
+    out[at] = 0xcd;
+    out[at + 1] = v >>> 8;
+    out[at + 2] = v & 0xff;
+    return at + 3;
+  }
+  out[at] = 0xce;
+  out[at + 1] = v >>> 24;
+  out[at + 2] = (v >>> 16) & 0xff;
+  out[at + 3] = (v >>> 8) & 0xff;
+  out[at + 4] = v & 0xff;
+  return at + 5;
+}
+
+const keyBytes = (...keys: string[]) => keys.flatMap((k) => [0xa0 | k.length, ...[...k].map((ch) => ch.charCodeAt(0))]);
+// The map {t: ack, s, result: {accepted, stale, rejected}} around its four numbers, as encode's general path
+// writes it (msgpackr writes every map as a map16).
+const MAP16_OF_3 = [0xde, 0x00, 0x03];
+const FIX_ACK_HEAD = Uint8Array.from([...MAP16_OF_3, ...keyBytes('t'), MessageType.ack, ...keyBytes('s')]);
+const FIX_ACK_ACCEPTED = Uint8Array.from([...keyBytes('result'), ...MAP16_OF_3, ...keyBytes('accepted')]);
+const FIX_ACK_STALE = Uint8Array.from(keyBytes('stale'));
+const FIX_ACK_REJECTED = Uint8Array.from(keyBytes('rejected'));
+
+/**
+ * A fix ack written from a template: nearly every frame the gateway sends is
+ * one, and packing it as a map costs more than the rest of its way out. The
+ * bytes are the general path's (test/gateway/protocol.test.ts compares).
+ */
+export function encodeFixAck(s: number, accepted: number, stale: number, rejected: number): Uint8Array {
+  const out = new Uint8Array(
+    FIX_ACK_HEAD.length + FIX_ACK_ACCEPTED.length + FIX_ACK_STALE.length + FIX_ACK_REJECTED.length + uintBytes(s) + uintBytes(accepted) + uintBytes(stale) + uintBytes(rejected),
+  );
+  out.set(FIX_ACK_HEAD);
+  let at = putUint(out, FIX_ACK_HEAD.length, s);
+  out.set(FIX_ACK_ACCEPTED, at);
+  at = putUint(out, at + FIX_ACK_ACCEPTED.length, accepted);
+  out.set(FIX_ACK_STALE, at);
+  at = putUint(out, at + FIX_ACK_STALE.length, stale);
+  out.set(FIX_ACK_REJECTED, at);
+  putUint(out, at + FIX_ACK_REJECTED.length, rejected);
+  return out;
 }
 
 export interface DecodeFailure {
@@ -933,10 +1007,158 @@ export function decode(bytes: ArrayBuffer | Uint8Array, from?: Sender): DecodeRe
   }
 }
 
-/** Engine fixes from a `fix` or `fixes` message of rider `riderId`. */
-export function fixesOf(riderId: string, msg: FixMessage | FixesMessage): Fix[] {
-  if (msg.t === MessageType.fix) return [{ riderId, lat: msg.lat, lng: msg.lng, ts: msg.ts, seq: msg.seq }];
-  return msg.fixes.map(([la, ln, ts, seq]) => ({ riderId, lat: la, lng: ln, ts, seq }));
+/** A `fix` or `fixes` frame's fixes packed for the engine: [lat, lng, ts, seq] × n. */
+export function packFixes(msg: FixMessage | FixesMessage): Float64Array {
+  if (msg.t === MessageType.fix) return Float64Array.of(msg.lat, msg.lng, msg.ts, msg.seq);
+  const packed = new Float64Array(msg.fixes.length * 4);
+  for (let i = 0; i < msg.fixes.length; i++) packed.set(msg.fixes[i], i * 4);
+  return packed;
+}
+
+/** A `fix` or `fixes` frame read straight from its bytes. */
+export interface FixFrame {
+  t: typeof MessageType.fix | typeof MessageType.fixes;
+  s: number;
+  /** [lat, lng, ts, seq] × n, as packFixes gives them; held only until the next readFixFrame (copy it to keep it). */
+  fixes: Float64Array;
+}
+
+/** Where readFixFrame puts a frame's fixes: every frame's are handed on before the next is read, so one buffer serves all. */
+const fixScratch = new Float64Array(Limits.maxFixesPerFrame * 4);
+
+// The cursor of readFixFrame: one frame is read at a time, to the end, without yielding.
+let frameBytes = new Uint8Array(0);
+let frameView = new DataView(frameBytes.buffer);
+let at = 0;
+
+/** The number at the cursor, in any msgpack number encoding decode reads the same way; NaN for anything else. */
+function readNumber(): number {
+  const b = frameBytes[at++];
+  if (b === undefined) return NaN;
+  if (b < 0x80) return b;
+  if (b >= 0xe0) return b - 0x100;
+  if (b < 0xca || b > 0xd3) return NaN;
+  const p = at;
+  at += NUMBER_WIDTH[b - 0xca]!;
+  if (at > frameBytes.length) return NaN;
+  const v = frameView;
+  switch (b) {
+    case 0xca:
+      return v.getFloat32(p);
+    case 0xcb:
+      return v.getFloat64(p);
+    case 0xcc:
+      return v.getUint8(p);
+    case 0xcd:
+      return v.getUint16(p);
+    case 0xce:
+      return v.getUint32(p);
+    case 0xd0:
+      return v.getInt8(p);
+    case 0xd1:
+      return v.getInt16(p);
+    case 0xd2:
+      return v.getInt32(p);
+    default: {
+      // uint64, int64: only safe integers; beyond them decode reads a BigInt, which every check refuses.
+      const hi = b === 0xcf ? v.getUint32(p) : v.getInt32(p);
+      return hi > -0x200000 && hi < 0x200000 ? hi * 0x100000000 + v.getUint32(p + 4) : NaN;
+    }
+  }
+}
+/** Bytes after the type byte of 0xca..0xd3: float32, float64, uint8..64, int8..64. */
+const NUMBER_WIDTH = [4, 8, 1, 2, 4, 8, 1, 2, 4, 8];
+
+/** The fixstr key at the cursor as one of FIX_KEYS' bits; 0 for any other key or encoding. */
+function readFixKey(): number {
+  const b = frameBytes[at++];
+  if (b === undefined || b < 0xa1 || b > 0xa5 || at + (b - 0xa0) > frameBytes.length) return 0;
+  const len = b - 0xa0;
+  const c = frameBytes[at]!;
+  let key = 0;
+  if (len === 1) key = c === 0x74 ? KEY_T : c === 0x73 ? KEY_S : 0;
+  else if (len === 2) key = c === 0x74 && frameBytes[at + 1] === 0x73 ? KEY_TS : 0;
+  else if (len === 3) key = matches('lat') ? KEY_LAT : matches('lng') ? KEY_LNG : matches('seq') ? KEY_SEQ : 0;
+  else if (len === 5) key = matches('fixes') ? KEY_FIXES : 0;
+  at += len;
+  return key;
+}
+const [KEY_T, KEY_S, KEY_FIXES, KEY_LAT, KEY_LNG, KEY_TS, KEY_SEQ] = [1, 2, 4, 8, 16, 32, 64];
+
+function matches(name: string): boolean {
+  for (let i = 0; i < name.length; i++) if (frameBytes[at + i] !== name.charCodeAt(i)) return false;
+  return true;
+}
+
+/** Reads `n` fixes as [lat, lng, ts, seq] tuples into `out`; false at anything decode might see otherwise. */
+function readFixTuples(out: Float64Array, n: number): boolean {
+  for (let i = 0; i < n; i++) {
+    if (frameBytes[at++] !== 0x94) return false;
+    const la = readNumber();
+    const ln = readNumber();
+    const ts = readNumber();
+    const seq = readNumber();
+    if (!(lat.accepts(la) && lng.accepts(ln) && time.accepts(ts) && count.accepts(seq))) return false;
+    out[i * 4] = la;
+    out[i * 4 + 1] = ln;
+    out[i * 4 + 2] = ts;
+    out[i * 4 + 3] = seq;
+  }
+  return true;
+}
+
+/**
+ * The gateway's hot path: a well-formed `fix` or `fixes` frame read from its
+ * bytes into packed numbers, without the maps and arrays decode builds.
+ * Anything else, and anything it is unsure of (another encoding of a key or
+ * a length, a key unknown or repeated, a value out of range, trailing bytes),
+ * gives undefined, and decode gives the answer, refusals included. So it
+ * accepts only frames decode accepts, with the same values. The fixes it
+ * returns are overwritten by the next call.
+ */
+export function readFixFrame(bytes: ArrayBuffer): FixFrame | undefined {
+  const n = bytes.byteLength;
+  if (n > Limits.maxFrameBytes) return undefined;
+  frameBytes = new Uint8Array(bytes);
+  frameView = new DataView(bytes);
+  at = 0;
+  // A fixmap, or a map16 as msgpackr writes every map: fixes {t, s, fixes}, fix {t, s, lat, lng, ts, seq}.
+  let size = frameBytes[at++];
+  if (size === 0xde && n >= 3) {
+    const entries = frameView.getUint16(at);
+    at += 2;
+    size = entries < 0x10 ? 0x80 | entries : 0;
+  }
+  const t = size === 0x83 ? MessageType.fixes : size === 0x86 ? MessageType.fix : 0;
+  if (t === 0) return undefined;
+  const wanted = t === MessageType.fixes ? KEY_T | KEY_S | KEY_FIXES : KEY_T | KEY_S | KEY_LAT | KEY_LNG | KEY_TS | KEY_SEQ;
+  let seen = 0;
+  let s = NaN;
+  let fixes = t === MessageType.fix ? fixScratch.subarray(0, 4) : undefined;
+  for (let k = size & 0x0f; k > 0; k--) {
+    const key = readFixKey();
+    if (key === 0 || (wanted & key) === 0 || (seen & key) !== 0) return undefined;
+    seen |= key;
+    if (key === KEY_FIXES) {
+      const h = frameBytes[at++];
+      const len = h !== undefined && h >= 0x90 && h <= 0x9f ? h - 0x90 : h === 0xdc && at + 2 <= n ? frameView.getUint16((at += 2) - 2) : -1;
+      if (len < 1 || len > Limits.maxFixesPerFrame) return undefined;
+      fixes = fixScratch.subarray(0, len * 4);
+      if (!readFixTuples(fixes, len)) return undefined;
+      continue;
+    }
+    const v = readNumber();
+    if (key === KEY_T) {
+      if (v !== t) return undefined;
+    } else if (key === KEY_S) s = v;
+    else {
+      const part = key === KEY_LAT ? 0 : key === KEY_LNG ? 1 : key === KEY_TS ? 2 : 3;
+      if (!fixParts[part].accepts(v)) return undefined;
+      fixes![part] = v;
+    }
+  }
+  if (at !== n || !clientSeq.accepts(s) || !fixes) return undefined;
+  return { t, s, fixes };
 }
 
 // ---------------------------------------------------------------- Error frames

@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import pino, { type Logger } from 'pino';
-import type { DispatchEngine, Fix, OrderUpdate, RiderUpdate, Unsubscribe } from '../engine/index.ts';
+import type { DispatchEngine, IngestResult, OrderUpdate, RiderUpdate, Unsubscribe } from '../engine/index.ts';
 import { DispatchError } from '../engine/index.ts';
 import { canFollowOrder, verifyToken, type AuthConfig, type Principal } from './auth.ts';
 import { Registry } from './metrics.ts';
@@ -18,13 +18,17 @@ import {
   decode,
   encode,
   errorFrame,
-  fixesOf,
   gatewayErrorFrame,
+  packFixes,
+  readFixFrame,
   roleMaySend,
   type AckResult,
   type AppRole,
+  type ClientCommand,
   type ClientMessage,
   type ErrorMessage,
+  type FixMessage,
+  type FixesMessage,
   type Message,
 } from './protocol.ts';
 import { ReplayWindow } from './replay-window.ts';
@@ -547,21 +551,23 @@ export class Gateway {
       c.chain = c.chain.then(() => this.#end(ws, CloseCodes.PROTOCOL_VIOLATION, 'text frame'));
       return;
     }
-    // uWS reuses `data` after this call returns: decode copies what it keeps.
-    const decoded = decode(data, 'client');
-    const s = decoded.ok ? (decoded.msg as { s?: number }).s : decoded.s;
+    // uWS reuses `data` after this call returns: both readers copy what they keep. Fix frames, nearly all
+    // of them, are read straight into numbers; decode reads the rest, and any fix frame that reader refuses.
+    const fixFrame = readFixFrame(data);
+    const decoded = fixFrame ? { ok: true as const, msg: fixFrame } : decode(data, 'client');
+    const claimed = decoded.ok ? (decoded.msg as { s?: number }).s : decoded.s;
     // Token bucket per connection.
     const { messageBurst, messagesPerSecond } = this.#tuning;
     c.tokens = Math.min(messageBurst, c.tokens + ((now - c.refilledAt) / 1000) * messagesPerSecond);
     c.refilledAt = now;
     c.tokens -= 1;
     if (c.tokens < 0) {
-      this.#refuse(ws, c, s, gatewayErrorFrame('QD_ERR_RATE_LIMITED', { s, retryAfterMs: Math.ceil(1000 / messagesPerSecond) }));
+      this.#refuse(ws, c, claimed, gatewayErrorFrame('QD_ERR_RATE_LIMITED', { s: claimed, retryAfterMs: Math.ceil(1000 / messagesPerSecond) }));
       if (c.tokens < -messageBurst) c.chain = c.chain.then(() => this.#end(ws, CloseCodes.RATE_LIMITED, 'rate limit'));
       return;
     }
     if (!decoded.ok) {
-      this.#refuse(ws, c, s, errorFrame(decoded));
+      this.#refuse(ws, c, claimed, errorFrame(decoded));
       if (++c.malformed >= Limits.malformedFramesBeforeClose) {
         c.chain = c.chain.then(() => this.#end(ws, CloseCodes.PROTOCOL_VIOLATION, 'too many malformed frames'));
       }
@@ -573,7 +579,7 @@ export class Gateway {
       this.#send(ws, msg.ts === undefined ? { t: MessageType.pong, now } : { t: MessageType.pong, now, ts: msg.ts });
       return;
     }
-    const cmd = msg as ClientMessage & { s: number };
+    const cmd = msg as Exclude<typeof msg, { t: typeof MessageType.ping }>;
     if (this.#draining) {
       this.#refuse(ws, c, cmd.s, errorFrame(new DispatchError('QD_ERR_SHUTTING_DOWN'), cmd.s));
       return;
@@ -584,38 +590,82 @@ export class Gateway {
     }
     if (this.#replayed(ws, c, cmd.s)) return;
     const session = c.session;
-    session.lastS = cmd.s;
+    const s = cmd.s;
+    session.lastS = s;
     const started = performance.now();
-    const run = async (): Promise<Message> => {
-      try {
-        return { t: MessageType.ack, s: cmd.s, result: await this.#command(ws, c, cmd) };
-      } catch (err) {
-        if (!(err instanceof DispatchError)) this.#log.error({ err, conn: c.id, user: session.userId, s: cmd.s }, 'command failed');
-        const frame = errorFrame(err, cmd.s);
-        this.#m.refused.inc({ code: frame.error });
-        return frame;
-      }
-    };
     let outcome: Promise<Message>;
     let answered: Promise<Message>;
     if (cmd.t === MessageType.fix || cmd.t === MessageType.fixes) {
+      const fixes = fixFrame ? fixFrame.fixes : packFixes(cmd as FixMessage | FixesMessage);
       // Started now, so a rider's frames of one turn reach the engine together; answered in order all the same.
-      outcome = c.fixesAfter ? c.fixesAfter.then(run) : run();
+      // A frame read by readFixFrame holds its fixes only until the next frame: copied when it has to wait.
+      if (c.fixesAfter) {
+        const kept = fixes.slice();
+        outcome = c.fixesAfter.then(() => this.#ingest(c, s, kept));
+      } else {
+        outcome = this.#ingest(c, s, fixes);
+      }
       answered = c.chain.then(() => outcome);
     } else {
-      outcome = answered = c.chain.then(run);
+      const other = cmd as Exclude<ClientCommand, FixMessage | FixesMessage>;
+      outcome = answered = c.chain.then(() => this.#run(ws, c, other));
       const gate = outcome;
       c.fixesAfter = gate;
       void gate.then(() => {
         if (c.fixesAfter === gate) c.fixesAfter = null;
       });
     }
-    session.pending.set(cmd.s, outcome);
+    session.pending.set(s, outcome);
     c.chain = answered.then((o) => {
-      this.#remember(session, cmd.s, o);
+      this.#remember(session, s, o);
       this.#m.commandSeconds.observe((performance.now() - started) / 1000);
       this.#send(ws, o);
     });
+  }
+
+  /** A command other than a fix: its ack, or the error frame that refuses it. */
+  async #run(ws: Socket, c: Conn, cmd: Exclude<ClientCommand, FixMessage | FixesMessage>): Promise<Message> {
+    try {
+      return { t: MessageType.ack, s: cmd.s, result: await this.#command(ws, c, cmd) };
+    } catch (err) {
+      return this.#failed(c, cmd.s, err);
+    }
+  }
+
+  /**
+   * A rider's fixes, packed: handed to the engine before this returns (so `fixes` may be reused), answered
+   * with their counts. Promises are chained by hand rather than awaited: this runs for nearly every frame.
+   */
+  #ingest(c: Conn, s: number, fixes: Float64Array): Promise<Message> {
+    const me = c.principal.sub;
+    // Only the newest fix is held across the wait, for the rider's followers.
+    let newest = 0;
+    for (let i = 4; i < fixes.length; i += 4) if (fixes[i + 2] > fixes[newest + 2]) newest = i;
+    const lat = fixes[newest];
+    const lng = fixes[newest + 1];
+    const ts = fixes[newest + 2];
+    let ingested: Promise<IngestResult>;
+    try {
+      ingested = this.#engine.ingestRiderFixes(me, fixes);
+    } catch (err) {
+      ingested = Promise.reject(err);
+    }
+    return ingested.then(
+      (r): Message => {
+        this.#m.fixes.inc(undefined, r.accepted);
+        if (r.accepted > 0) this.#riderMoved(me, lat, lng, ts);
+        return { t: MessageType.ack, s, result: { accepted: r.accepted, stale: r.stale, rejected: r.rejected.length } };
+      },
+      (err: unknown) => this.#failed(c, s, err),
+    );
+  }
+
+  /** The error frame answering a refused command, counted; an error that is no refusal is logged as well. */
+  #failed(c: Conn, s: number, err: unknown): ErrorMessage {
+    if (!(err instanceof DispatchError)) this.#log.error({ err, conn: c.id, user: c.session.userId, s }, 'command failed');
+    const frame = errorFrame(err, s);
+    this.#m.refused.inc({ code: frame.error });
+    return frame;
   }
 
   /**
@@ -657,21 +707,10 @@ export class Gateway {
   }
 
   /** One command, as the engine call it stands for. Throws DispatchError on refusal. */
-  async #command(ws: Socket, c: Conn, msg: ClientMessage): Promise<AckResult> {
+  async #command(ws: Socket, c: Conn, msg: Exclude<ClientCommand, FixMessage | FixesMessage>): Promise<AckResult> {
     const me = c.principal.sub;
     const e = this.#engine;
     switch (msg.t) {
-      case MessageType.fix:
-      case MessageType.fixes: {
-        const fixes = fixesOf(me, msg);
-        // Only the newest fix is held across the wait: the frame's others die young, cheap to collect.
-        let newest = fixes[0]!;
-        for (const f of fixes) if (f.ts > newest.ts) newest = f;
-        const r = await e.ingestFixes(fixes);
-        this.#m.fixes.inc(undefined, r.accepted);
-        if (r.accepted > 0) this.#riderMoved(me, newest);
-        return { accepted: r.accepted, stale: r.stale, rejected: r.rejected.length };
-      }
       case MessageType.online: {
         const options: Parameters<DispatchEngine['riderOnline']>[1] = {};
         if (msg.capacity !== undefined) options.capacity = msg.capacity;
@@ -791,10 +830,10 @@ export class Gateway {
   }
 
   /** A rider's fixes were accepted: its followers see the newest one. */
-  #riderMoved(riderId: string, newest: Fix): void {
+  #riderMoved(riderId: string, lat: number, lng: number, ts: number): void {
     const followers = this.#followersOf.get(riderId);
     if (!followers) return;
-    for (const f of followers) this.#offerPosition(f, { lat: newest.lat, lng: newest.lng, ts: newest.ts }, 'push');
+    for (const f of followers) this.#offerPosition(f, { lat, lng, ts }, 'push');
   }
 
   /**

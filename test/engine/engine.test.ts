@@ -259,6 +259,28 @@ t.test('bad input gets a clear error and changes nothing', async (t) => {
   const counters = await e.counters();
   t.equal(counters.fixesAccepted, 2, 'both accepted fixes counted');
   t.equal(counters.fixesRejected.teleport, 1);
+
+  // The same fixes packed [lat, lng, ts, seq] for one rider (the gateway's path) get the same outcomes.
+  await e.riderOnline('packed', { position: STORE });
+  const packed = Float64Array.of(
+    ...[STORE.lat, STORE.lng + 0.0001, now + 1_000, 1],
+    ...[STORE.lat, STORE.lng, now + 500, 2],
+    ...[STORE.lat, STORE.lng, now + 2_000, 1],
+    ...[NaN, 77, now + 2_000, 2],
+    ...[95, 77, now + 3_000, 3],
+    ...[STORE.lat + 1, STORE.lng, now + 4_000, 4],
+    ...[STORE.lat, STORE.lng, now + 3_600_000, 5],
+  );
+  const viaPacked = e.ingestRiderFixes('packed', packed);
+  packed.fill(0);
+  const p = await viaPacked;
+  t.equal(p.accepted, 1, 'read before the call returned: the caller may reuse the array');
+  t.equal(p.stale, 2);
+  t.same(p.rejected.map((x) => `${x.riderId}:${x.reason}`).sort(), ['packed:future', 'packed:nan', 'packed:outOfRange', 'packed:teleport'].sort());
+  t.equal((await e.getRider('packed')).position!.lng, STORE.lng + 0.0001);
+  const ghost = await e.ingestRiderFixes('ghost', Float64Array.of(STORE.lat, STORE.lng, now, 1, STORE.lat, STORE.lng, now, 2));
+  t.same(ghost, { accepted: 0, stale: 0, rejected: [{ riderId: 'ghost', reason: 'unknownRider' }, { riderId: 'ghost', reason: 'unknownRider' }] }, 'an unknown rider: every fix refused');
+  t.equal((await e.counters()).fixesAccepted, 3);
   await e.close();
 });
 

@@ -17,13 +17,15 @@ import {
   describe,
   encode,
   errorCodeOfWs,
+  encodeFixAck,
   errorFrame,
-  fixesOf,
   gatewayErrorFrame,
   isClientMessageName,
   isWireErrorCode,
   messageFields,
   messageName,
+  packFixes,
+  readFixFrame,
   roleMaySend,
   wsCodeOf,
 } from '../../gateway/protocol.ts';
@@ -461,12 +463,59 @@ t.test('describe names the message, shows batches by size and masks the OTP', as
   t.equal(describe({ t: 42 } as unknown as Message), 'unknown(t=42)');
 });
 
-t.test('fixesOf turns fix messages into engine fixes', async (t) => {
-  t.same(fixesOf('r-9', samples.fix[0]), [{ riderId: 'r-9', lat: -33.8688, lng: 151.2093, ts: T0, seq: 7 }]);
-  t.same(fixesOf('r-9', samples.fixes[0]), [
-    { riderId: 'r-9', lat: 12.9716, lng: 77.5946, ts: T0, seq: 41 },
-    { riderId: 'r-9', lat: 12.9721, lng: 77.5951, ts: T0 + 1000, seq: 42 },
-  ]);
+t.test('packFixes packs fix messages as [lat, lng, ts, seq] per fix', async (t) => {
+  t.same([...packFixes(samples.fix[0])], [-33.8688, 151.2093, T0, 7]);
+  t.same([...packFixes(samples.fixes[0])], [12.9716, 77.5946, T0, 41, 12.9721, 77.5951, T0 + 1000, 42]);
+});
+
+// A frame as uWS hands it over: an ArrayBuffer of exactly its bytes (a Buffer's slice shares its pool).
+const bufferOf = (bytes: Uint8Array): ArrayBuffer => new Uint8Array(bytes).buffer;
+
+t.test('readFixFrame reads fix frames as decode does, and leaves every other frame to it', async (t) => {
+  for (const msg of [...samples.fix, ...samples.fixes]) {
+    const read = readFixFrame(bufferOf(encode(msg)));
+    t.same(read && { t: read.t, s: read.s, fixes: [...read.fixes] }, { t: msg.t, s: msg.s, fixes: [...packFixes(msg)] }, `t ${msg.t} s ${msg.s}`);
+  }
+  // Other encoders' forms of the same numbers: uint64 and int64 times, float32, int8, key order.
+  const other = pack({ fixes: [[12.5, -77, T0, 0]], s: 70_000, t: 3 });
+  t.same([...readFixFrame(bufferOf(other))!.fixes], [12.5, -77, T0, 0]);
+  for (const msg of [...allSamples.filter((m) => m.t !== MessageType.fix && m.t !== MessageType.fixes), { t: 3, s: 1, fixes: [] }, { t: 3, s: 0, fixes }, { t: 2, s: 1, lat: 91, lng: 0, ts: T0, seq: 1 }, { t: 3, s: 1, fixes, extra: 1 }]) {
+    t.equal(readFixFrame(bufferOf(pack(msg))), undefined, `left to decode: ${JSON.stringify(msg).slice(0, 60)}`);
+  }
+  // Whatever the bytes: a frame it reads, decode reads the same.
+  const rand = mulberry32(11);
+  const base = encode({ t: 3, s: 9, fixes: [[12.9716, 77.5946, T0, 41], [-12.5, -170, T0 + 5, 3], [0, 0, 0, 0]] });
+  let read = 0;
+  for (let i = 0; i < 20_000; i++) {
+    const bytes = Uint8Array.from(base.subarray(0, rand() < 0.1 ? Math.floor(rand() * base.length) : base.length));
+    for (let k = 1 + Math.floor(rand() * 3); k > 0; k--) bytes[Math.floor(rand() * bytes.length)] = Math.floor(rand() * 256);
+    const fast = readFixFrame(bufferOf(bytes));
+    if (!fast) continue;
+    read++;
+    const slow = decode(bytes, 'client');
+    if (!slow.ok || (slow.msg.t !== 2 && slow.msg.t !== 3)) {
+      t.fail(`read a frame decode refuses: ${Buffer.from(bytes).toString('hex')}`);
+      break;
+    }
+    const same = slow.msg.t === fast.t && slow.msg.s === fast.s && Object.is([...packFixes(slow.msg)].join(), [...fast.fixes].join());
+    if (!same) {
+      t.fail(`read differently: ${Buffer.from(bytes).toString('hex')}`);
+      break;
+    }
+  }
+  t.ok(read > 100, `${read} mutated frames read`);
+});
+
+t.test('a fix ack from its template is the bytes of the general encoding', async (t) => {
+  const numbers = [0, 1, 127, 128, 255, 256, 500, 65535, 65536, Limits.maxClientSeq];
+  for (const s of numbers.filter((n) => n > 0)) {
+    for (const [accepted, stale, rejected] of [[0, 0, 0], [10, 0, 0], [127, 128, 255], [500, 256, 65535], [65536, 1, Limits.maxClientSeq]]) {
+      const general = pack({ t: MessageType.ack, s, result: { accepted, stale, rejected } });
+      t.same(Buffer.from(encodeFixAck(s, accepted!, stale!, rejected!)), Buffer.from(general), `s ${s} ${accepted}/${stale}/${rejected}`);
+    }
+  }
+  const sent = encode({ t: MessageType.ack, s: 5, result: { accepted: 3, stale: 1, rejected: 0 } });
+  t.same(decode(sent), { ok: true, msg: { t: MessageType.ack, s: 5, result: { accepted: 3, stale: 1, rejected: 0 } } }, 'encode writes fix acks from it');
 });
 
 t.test('a full batch of fixes fits the frame limit', async (t) => {

@@ -13,7 +13,8 @@
  * (QD_JWT_SECRET / QD_JWT_PUBLIC_KEY; without either, the public development
  * secret, with a warning). Payments needs QD_RAZORPAY_KEY_ID and
  * QD_RAZORPAY_KEY_SECRET (QD_RAZORPAY_BASE_URL points it at a fake).
- * --seed-demo (catalog) loads the demo catalog, idempotently.
+ * --seed-demo (catalog) loads the demo catalog into an empty catalog (a
+ * catalog holding any store is left as it is).
  * --probe asks a running adapter's grpc.health.v1 service and exits 0 when it
  * is serving, 1 otherwise (container health checks).
  *
@@ -161,7 +162,12 @@ try {
     schema = args.schema ?? DEFAULT_CATALOG_SCHEMA;
     const catalog = new SqlCatalog(sql, { schema, logger: log });
     await catalog.init();
-    if (args['seed-demo']) log.info({ summary: await loadDemoCatalog(catalog) }, 'demo catalog loaded');
+    // Only into an empty catalog: reloading over live data would unpause stores, reset prices and hours,
+    // and bring sold units back on every restart.
+    if (args['seed-demo']) {
+      if ((await catalog.counts()).stores === 0) log.info({ summary: await loadDemoCatalog(catalog) }, 'demo catalog loaded');
+      else log.info('catalog not empty: demo catalog not loaded');
+    }
     backend = { catalog };
   } else if (service === 'payments') {
     schema = args.schema ?? DEFAULT_PAYMENTS_SCHEMA;

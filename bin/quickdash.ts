@@ -90,7 +90,14 @@ if (speed !== 1 && !args.sim) {
 }
 const clock: Clock = speed === 1 ? new SystemClock() : new ScaledClock(speed);
 const engine = await createEngine({ store, clock, config: { shards }, logger: log });
-log.info({ shards, store: args.postgres ? 'postgres' : args.memory ? 'pglite-memory' : `pglite:${args['data-dir']}` }, 'QuickDash node started');
+const storeLabel = args['persistence-url']
+  ? `persistence-service:${args['persistence-url']}`
+  : args.postgres
+    ? 'postgres'
+    : args.memory
+      ? 'pglite-memory'
+      : `pglite:${args['data-dir']}`;
+log.info({ shards, store: storeLabel }, 'QuickDash node started');
 
 const port = Number(args.port);
 if (!Number.isInteger(port) || port < 0 || port > 65535) {

@@ -2957,7 +2957,7 @@ function rideSession(riderId, token) {
   }
   function onOffer(msg) {
     offers.add(1);
-    if (!ACCEPT || ending || !online || job || offer) {
+    if (!ACCEPT || ending || job || offer) {
       session.command("decline", { orderId: msg.orderId });
       return;
     }

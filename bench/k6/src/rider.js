@@ -220,7 +220,8 @@ function rideSession(riderId, token) {
 
   function onOffer(msg) {
     offers.add(1);
-    if (!ACCEPT || ending || !online || job || offer) {
+    // Not `online`: an offer can arrive before the ack of the `online` that made this rider available.
+    if (!ACCEPT || ending || job || offer) {
       session.command('decline', { orderId: msg.orderId });
       return;
     }

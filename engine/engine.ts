@@ -33,7 +33,7 @@ import type { Cell, Fix, LatLng, OrderSpec, OrderStatus } from './types.ts';
 import { ShardMap, cellOf } from './geo/index.ts';
 import { InlineShardHost, WorkerShardHost, type ShardHost } from './shard/host.ts';
 import { FixOutcome, fixRejectReason } from './shard/fleet.ts';
-import { FIX_MOVED, type Route, type ShardOp, type ShardOperations, type ShardOutput, type ShardReply, type ShardRequest, type ShardResult } from './shard/protocol.ts';
+import { FIX_MOVED, type Route, type ShardOp, type ShardOperations, type ShardReply, type ShardRequest, type ShardResult } from './shard/protocol.ts';
 import { orderViewOf } from './views.ts';
 
 export interface EngineOptions {

@@ -25,7 +25,6 @@ import {
   type AckResult,
   type AppRole,
   type ClientCommand,
-  type ClientMessage,
   type ErrorMessage,
   type FixMessage,
   type FixesMessage,

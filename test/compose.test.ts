@@ -8,7 +8,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer, type AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { parse } from 'yaml';
 import pg from 'pg';
@@ -19,6 +18,7 @@ import { withBearer } from '../protos/rpc.ts';
 import { authConfigFromEnv, signToken } from '../gateway/auth.ts';
 import { DEFAULT_CATALOG_SCHEMA, demoCatalog, everyDay } from '../adapters/catalog/index.ts';
 import { DEFAULT_SCHEMA } from '../adapters/sql/index.ts';
+import { freePort, postgresUnavailable } from './support.ts';
 
 const root = new URL('../', import.meta.url).pathname;
 const PG_URL = process.env.QD_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -90,14 +90,6 @@ function fixedPorts(): number[] {
     for (const p of svc.ports ?? []) found.add(Number(p.split(':').at(-1)));
   }
   return [...found].sort((a, b) => a - b);
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
 }
 
 // Compose's network on loopback: every service name is 127.0.0.1, every fixed port a free one, so parallel test
@@ -219,18 +211,7 @@ async function healthy(name: Name, server: Proc): Promise<number> {
   }
 }
 
-async function pgUnavailable(): Promise<string | null> {
-  const c = new pg.Client({ connectionString: PG_URL });
-  try {
-    await c.connect();
-    await c.end();
-    return null;
-  } catch (err) {
-    if (process.env.QD_REQUIRE_PG === '1') throw err;
-    return `Postgres unreachable at ${PG_URL}: ${(err as Error).message}`;
-  }
-}
-const pgSkip = await pgUnavailable();
+const pgSkip = await postgresUnavailable(PG_URL);
 
 t.test('the compose file declares what this test relies on', async (t) => {
   const s = compose.services;

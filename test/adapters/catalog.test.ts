@@ -23,6 +23,7 @@ import {
   openAt,
 } from '../../adapters/catalog/index.ts';
 import type { StoreRecord } from '../../adapters/catalog/index.ts';
+import { postgresUnavailable } from '../support.ts';
 
 const PG_URL = process.env.QD_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
 /** Unique per run, so test files and concurrent runs never share tables. */
@@ -432,20 +433,7 @@ t.test('pglite', async (t) => {
   });
 });
 
-/** Why Postgres cannot be used here, or null when it can. */
-async function postgresUnavailable(): Promise<string | null> {
-  const probe = new pg.Client({ connectionString: PG_URL });
-  try {
-    await probe.connect();
-    await probe.end();
-    return null;
-  } catch (err) {
-    // The suite must still run on a machine without Postgres; QD_REQUIRE_PG=1 makes that a failure instead.
-    if (process.env.QD_REQUIRE_PG === '1') throw err;
-    return `Postgres unreachable at ${PG_URL}: ${(err as Error).message}`;
-  }
-}
-const pgSkip = await postgresUnavailable();
+const pgSkip = await postgresUnavailable(PG_URL);
 
 t.test('postgres', { skip: pgSkip ?? false }, async (t) => {
   // Wide enough that 20 reservations hold a connection each at once: the races are real.

@@ -14,6 +14,7 @@ import type { EventStore, StoredEvent } from '../../engine/store/index.ts';
 import { createEmbeddedStore, createPostgresStore, createThreadedEmbeddedStore, PgliteClient, PgClient, SqlEventStore } from '../../adapters/sql/index.ts';
 import type { SqlClient, SqlQueryable } from '../../adapters/sql/index.ts';
 import { eventStoreContract } from './event-store.contract.ts';
+import { postgresUnavailable } from '../support.ts';
 
 const PG_URL = process.env.QD_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
 /** Unique per run, so test files and concurrent runs never share tables. */
@@ -238,20 +239,7 @@ t.test('pglite on disk', async (t) => {
   });
 });
 
-/** Why Postgres cannot be used here, or null when it can. */
-async function postgresUnavailable(): Promise<string | null> {
-  const probe = new pg.Client({ connectionString: PG_URL });
-  try {
-    await probe.connect();
-    await probe.end();
-    return null;
-  } catch (err) {
-    // The suite must still run on a machine without Postgres; QD_REQUIRE_PG=1 makes that a failure instead.
-    if (process.env.QD_REQUIRE_PG === '1') throw err;
-    return `Postgres unreachable at ${PG_URL}: ${(err as Error).message}`;
-  }
-}
-const pgSkip = await postgresUnavailable();
+const pgSkip = await postgresUnavailable(PG_URL);
 
 t.test('postgres', { skip: pgSkip ?? false }, async (t) => {
   const schemas: string[] = [];

@@ -7,8 +7,6 @@ import type { Test } from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Metadata, credentials, status, type ServiceError } from '@grpc/grpc-js';
@@ -38,6 +36,7 @@ import { ERROR_CODE_KEY } from '../../protos/rpc.ts';
 import { developmentAuthConfig, signToken, verifyToken } from '../../gateway/auth.ts';
 import { eventStoreContract } from './event-store.contract.ts';
 import { rig, orderSpec, offset, STORE } from '../engine/harness.ts';
+import { freePort, postgresUnavailable } from '../support.ts';
 
 const PG_URL = process.env.QD_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
 /** Unique per run, so test files and concurrent runs never share tables. */
@@ -70,29 +69,8 @@ function shared(inner: SqlClient): SqlClient {
   return { query: (q, p) => inner.query(q, p), transaction: (fn) => inner.transaction(fn), close: async () => {} };
 }
 
-/** A loopback port nothing listens on. */
-async function deadPort(): Promise<number> {
-  const s = createServer();
-  s.listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
-async function postgresUnavailable(): Promise<string | null> {
-  const probe = new pg.Client({ connectionString: PG_URL });
-  try {
-    await probe.connect();
-    await probe.end();
-    return null;
-  } catch (err) {
-    // As the other Postgres suites: skip on a machine without it unless QD_REQUIRE_PG=1.
-    if (process.env.QD_REQUIRE_PG === '1') throw err;
-    return `Postgres unreachable at ${PG_URL}: ${(err as Error).message}`;
-  }
-}
-const pgSkip = await postgresUnavailable();
+const pgSkip = await postgresUnavailable(PG_URL);
 
 const pool = new pg.Pool({ connectionString: PG_URL, max: 24 });
 const sql = new PgClient(pool);
@@ -456,7 +434,7 @@ t.test('authentication and roles', async (t) => {
 // ---------------------------------------------------------------- unreachable
 
 t.test('a service nobody answers at: each port\'s unreachable code, quickly', async (t) => {
-  const address = `127.0.0.1:${await deadPort()}`;
+  const address = `127.0.0.1:${await freePort()}`;
   const catalog = new GrpcCatalog({ address, token: serviceToken, deadlineMs: 1000 });
   const payments = new GrpcPayments({ address, token: serviceToken, deadlineMs: 1000 });
   const store = new GrpcEventStore({ address, token: serviceToken, deadlineMs: 1000, connectTimeoutMs: 300 });

@@ -168,6 +168,67 @@ function behaviour(t: Test, name: string, open: Open): void {
     await c.drop();
   });
 
+  t.test(`${name}: one batch with every outcome answers each order as if it came alone, first come first served`, async (t) => {
+    const c = await withStore(open);
+    await c.upsertStore({ ...STORE, storeId: 'st-paused' });
+    await c.upsertProduct({ storeId: 'st-paused', productId: 'a', name: 'A', pricePaise: 100 });
+    await c.setStock('st-paused', 'a', 5);
+    await c.setPaused('st-paused', true);
+    await c.setStock('st-1', 'b', 4);
+    const held = await c.reserve('o-held', 'st-1', [{ productId: 'e', quantity: 2 }], OPEN);
+    const before = (await c.counts()).reservations;
+
+    // Called in one turn, so they share one reserve_orders() statement.
+    const asks: Array<[string, string, Array<{ productId: string; quantity: number }>]> = [
+      ['o-fits', 'st-1', [{ productId: 'c', quantity: 2 }, { productId: 'b', quantity: 2 }]],
+      ['o-held', 'st-1', [{ productId: 'e', quantity: 2 }]],
+      ['o-nowhere', 'nowhere', [{ productId: 'a', quantity: 1 }]],
+      ['o-paused', 'st-paused', [{ productId: 'a', quantity: 1 }]],
+      ['o-ghost', 'st-1', [{ productId: 'a', quantity: 1 }, { productId: 'ghost', quantity: 1 }]],
+      ['o-short', 'st-1', [{ productId: 'a', quantity: 1 }, { productId: 'b', quantity: 3 }]],
+      ['o-after', 'st-1', [{ productId: 'b', quantity: 2 }, { productId: 'a', quantity: 4 }]],
+    ];
+    const results = await Promise.allSettled(asks.map(([o, s, lines]) => c.reserve(o, s, lines, OPEN)));
+    const code = (i: number) => {
+      const r = results[i];
+      return r.status === 'rejected' ? (r.reason as DispatchError).code : r.value.repeated ? 'repeated' : 'reserved';
+    };
+    t.same(
+      asks.map((_, i) => code(i)),
+      ['reserved', 'repeated', 'QD_ERR_STORE_NOT_FOUND', 'QD_ERR_STORE_CLOSED', 'QD_ERR_PRODUCT_NOT_FOUND', 'QD_ERR_OUT_OF_STOCK', 'reserved'],
+      'each order gets its own answer',
+    );
+    const detail = (i: number) => ((results[i] as PromiseRejectedResult).reason as DispatchError).details;
+    t.same(detail(3), { storeId: 'st-paused', reason: 'paused' });
+    t.same(detail(4), { storeId: 'st-1', productId: 'ghost' });
+    t.same(detail(5), { storeId: 'st-1', productId: 'b', available: 2, requested: 3 }, 'the short order names its short line, after the earlier order took its share');
+    const fits = (results[0] as PromiseFulfilledResult<Awaited<ReturnType<SqlCatalog['reserve']>>>).value;
+    t.same(fits.lines, [{ productId: 'b', quantity: 2, unitPricePaise: 2550 }, { productId: 'c', quantity: 2, unitPricePaise: 499 }], 'priced lines');
+    t.equal(fits.totalPaise, 2 * 2550 + 2 * 499);
+    const repeat = (results[1] as PromiseFulfilledResult<Awaited<ReturnType<SqlCatalog['reserve']>>>).value;
+    t.same(repeat.lines, held.lines, 'the repeat answers what is held');
+    const after = await c.reservationOf('o-after');
+    t.same(after?.lines, [{ productId: 'a', quantity: 4, unitPricePaise: 1000 }, { productId: 'b', quantity: 2, unitPricePaise: 2550 }], 'a later order still gets what is left');
+    t.equal(after?.totalPaise, 4 * 1000 + 2 * 2550);
+    t.same(await c.stockOf('st-1', 'a'), { onHand: 50, reserved: 4, available: 46 }, 'a: only the order that won took it');
+    t.same(await c.stockOf('st-1', 'b'), { onHand: 4, reserved: 4, available: 0 }, 'b: taken to the last unit, never beyond');
+    t.same(await c.stockOf('st-1', 'c'), { onHand: 50, reserved: 2, available: 48 });
+    t.same(await c.stockOf('st-1', 'e'), { onHand: 50, reserved: 2, available: 48 }, 'the repeat took nothing more');
+    t.equal((await c.counts()).reservations, before + 2, 'refused orders left no rows');
+    for (const o of ['o-nowhere', 'o-paused', 'o-ghost', 'o-short']) t.equal(await c.reservationOf(o), null, `${o} holds nothing`);
+
+    // When the batch's summed demand fits every row, all of it is taken at once.
+    const many = await Promise.all(
+      Array.from({ length: 12 }, (_, i) => c.reserve(`o-many-${i}`, 'st-1', [{ productId: 'c', quantity: 1 + (i % 3) }, { productId: 'd', quantity: 1 }], OPEN)),
+    );
+    t.ok(many.every((r) => !r.repeated && r.totalPaise === r.lines.reduce((s, l) => s + l.quantity * l.unitPricePaise, 0)), 'twelve reserved, totals match lines');
+    t.same(await c.stockOf('st-1', 'c'), { onHand: 50, reserved: 2 + 4 * (1 + 2 + 3), available: 50 - 2 - 24 });
+    t.same(await c.stockOf('st-1', 'd'), { onHand: 50, reserved: 12, available: 38 });
+    const m5 = await c.reservationOf('o-many-5');
+    t.same(m5?.lines, [{ productId: 'c', quantity: 3, unitPricePaise: 499 }, { productId: 'd', quantity: 1, unitPricePaise: 12000 }]);
+    await c.drop();
+  });
+
   t.test(`${name}: reserve is idempotent per order, also under 20 concurrent repeats`, async (t) => {
     const c = await withStore(open);
     const lines = [{ productId: 'b', quantity: 2 }, { productId: 'a', quantity: 1 }, { productId: 'b', quantity: 1 }];

@@ -36,7 +36,9 @@ export const DEFAULT_CATALOG_SCHEMA = 'catalog';
  * covers the batch's summed demand on every row (the usual case) the stock
  * and the lines are one update and one insert. Only a batch that asks more
  * of some row than it holds is settled order by order, in batch order, so
- * each refusal names the line that is short.
+ * each refusal names the line that is short. Plans are generic: the
+ * statements are key lookups whatever the batch, and re-planning them for
+ * each call's arrays cost more than running them.
  *
  * No deadlocks, between batches or with release/commit, because every
  * transaction takes its locks in one global order:

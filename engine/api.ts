@@ -7,6 +7,7 @@
 import type { RiderDailyStats } from './store/event-store.ts';
 import type { Cell, Fix, LatLng, OrderSpec, OrderStatus, RiderId, RiderStatus } from './types.ts';
 import type { CancelledBy } from './order/events.ts';
+import type { PricingConfig, Supply } from './dispatch/index.ts';
 
 export interface OrderView {
   orderId: string;
@@ -171,12 +172,27 @@ export interface RiderOnlineOptions {
   shiftEndsAt?: number;
 }
 
+/**
+ * Price an order where it is created: the pickup's shard counts the riders
+ * free around the pickup (its own and its neighbours' mirrored ones) and
+ * sets the delivery fee, the rider's fee and, unless given, the promised
+ * time, all in the one round trip that creates the order.
+ */
+export interface OrderPricing {
+  /** Orders waiting around the pickup (the caller follows demand). */
+  demand: number;
+  /** Minutes the store needs before a pickup. */
+  prepMinutes: number;
+  config: PricingConfig;
+}
+
 export interface Unsubscribe {
   (): void;
 }
 
 export interface DispatchEngine {
-  createOrder(spec: OrderSpec): Promise<OrderView>;
+  /** With `pricing`, the spec's fees and (if absent) promised time are set from the supply at the pickup. */
+  createOrder(spec: OrderSpec, pricing?: OrderPricing): Promise<OrderView>;
   capturePayment(orderId: string, paymentId: string): Promise<OrderView>;
   failPayment(orderId: string, reason: string): Promise<OrderView>;
   cancelOrder(orderId: string, by: CancelledBy, reason?: string): Promise<OrderView>;
@@ -207,6 +223,8 @@ export interface DispatchEngine {
   watchRiders(listener: (u: RiderUpdate) => void): Unsubscribe;
 
   nearbyRiders(at: LatLng, radiusM: number, limit?: number): Promise<NearbyRider[]>;
+  /** Riders free to take a new order within `radiusM` of `at`: what a quote counts as supply. */
+  supplyNear(at: LatLng, radiusM: number): Promise<Supply>;
   pauseZone(zoneId: string, cells: Cell[]): Promise<void>;
   resumeZone(zoneId: string): Promise<void>;
   /**

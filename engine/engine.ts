@@ -14,6 +14,7 @@ import type {
   IngestResult,
   NearbyRider,
   OperationsSnapshot,
+  OrderPricing,
   OrderUpdate,
   OrderView,
   RiderOnlineOptions,
@@ -30,7 +31,8 @@ import type { RiderEvent } from './rider/index.ts';
 import type { EventStore, LiveStream, RiderDailyStats, StoredEvent } from './store/event-store.ts';
 import { GroupCommitter } from './store/group-commit.ts';
 import type { Cell, Fix, LatLng, OrderSpec, OrderStatus } from './types.ts';
-import { ShardMap, cellOf } from './geo/index.ts';
+import { ShardMap, cellOf, edgeLengthM, haversineM } from './geo/index.ts';
+import { priceDelivery, pricedSpec, ringsWithin, type Supply } from './dispatch/index.ts';
 import { InlineShardHost, WorkerShardHost, type ShardHost } from './shard/host.ts';
 import { FixOutcome, fixRejectReason } from './shard/fleet.ts';
 import { FIX_MOVED, type Route, type ShardOp, type ShardOperations, type ShardReply, type ShardRequest, type ShardResult } from './shard/protocol.ts';
@@ -435,10 +437,23 @@ class Engine implements DispatchEngine {
     if (this.#closing) throw new DispatchError('QD_ERR_SHUTTING_DOWN');
   }
 
-  async createOrder(spec: OrderSpec): Promise<OrderView> {
+  async createOrder(spec: OrderSpec, pricing?: OrderPricing): Promise<OrderView> {
     this.#guard();
     validateOrderSpec(spec);
+    if (pricing !== undefined) validatePricing(pricing);
     if (this.#orderShard.has(spec.orderId)) throw new DispatchError('QD_ERR_ORDER_EXISTS', { orderId: spec.orderId });
+    let rings = 0;
+    if (pricing) {
+      rings = ringsWithin(pricing.config.supplyRadiusM, edgeLengthM(this.#cfg.indexRes));
+      if (rings > this.#cfg.searchMaxK) {
+        // Beyond what shards mirror of each other: count on every shard, price here.
+        const supply = await this.supplyNear(spec.pickup, pricing.config.supplyRadiusM);
+        const straightM = haversineM(spec.pickup.lat, spec.pickup.lng, spec.dropoff.lat, spec.dropoff.lng);
+        spec = pricedSpec(spec, this.#clock.now(), priceDelivery(straightM, pricing.prepMinutes, pricing.demand, supply, pricing.config));
+        pricing = undefined;
+        if (this.#orderShard.has(spec.orderId)) throw new DispatchError('QD_ERR_ORDER_EXISTS', { orderId: spec.orderId });
+      }
+    }
     const now = this.#clock.now();
     const input: OrderInput = {
       spec: { ...spec, pickup: { lat: spec.pickup.lat, lng: spec.pickup.lng }, dropoff: { lat: spec.dropoff.lat, lng: spec.dropoff.lng } },
@@ -451,7 +466,7 @@ class Engine implements DispatchEngine {
     // Claim the id before the round trip so a concurrent duplicate is refused here.
     this.#orderShard.set(spec.orderId, shard);
     try {
-      return await this.#call<OrderView>(shard, { op: 'createOrder', input });
+      return await this.#call<OrderView>(shard, pricing ? { op: 'createOrder', input, pricing: { ...pricing, rings } } : { op: 'createOrder', input });
     } catch (err) {
       if (!(err instanceof DispatchError && err.code === 'QD_ERR_ORDER_EXISTS')) this.#orderShard.delete(spec.orderId);
       throw err;
@@ -750,6 +765,27 @@ class Engine implements DispatchEngine {
     return lists.flat().sort((a, b) => a.distanceM - b.distanceM).slice(0, limit);
   }
 
+  async supplyNear(at: LatLng, radiusM: number): Promise<Supply> {
+    validateLatLng('at', at);
+    if (!(Number.isFinite(radiusM) && radiusM > 0 && radiusM <= 50_000)) throw invalidArgument('radiusM', 'must be in (0, 50000]');
+    const rings = ringsWithin(radiusM, edgeLengthM(this.#cfg.indexRes));
+    if (rings <= this.#cfg.searchMaxK) {
+      // The point's shard mirrors its neighbours' riders this far out: it alone can answer.
+      const shard = this.#map.shardOf(cellOf(at.lat, at.lng, this.#cfg.indexRes));
+      return this.#call<Supply>(shard, { op: 'supply', lat: at.lat, lng: at.lng, radiusM, rings, ownOnly: false });
+    }
+    const parts = await Promise.all(
+      this.#hosts.map((h) => this.#call<Supply>(h.id, { op: 'supply', lat: at.lat, lng: at.lng, radiusM, rings, ownOnly: true })),
+    );
+    let available = 0;
+    let nearestM: number | null = null;
+    for (const p of parts) {
+      available += p.available;
+      if (p.nearestM !== null && (nearestM === null || p.nearestM < nearestM)) nearestM = p.nearestM;
+    }
+    return { available, nearestM };
+  }
+
   async pauseZone(zoneId: string, cells: Cell[]): Promise<void> {
     this.#guard();
     if (!nonEmpty(zoneId)) throw invalidArgument('zoneId', 'must be a non-empty string');
@@ -976,6 +1012,14 @@ function validateLatLng(field: string, p: unknown): asserts p is LatLng {
   if (!q || typeof q !== 'object') throw invalidArgument(field, 'must be {lat, lng}');
   if (!(typeof q.lat === 'number' && Number.isFinite(q.lat) && q.lat >= -90 && q.lat <= 90)) throw invalidArgument(`${field}.lat`, 'must be a number in [-90, 90]');
   if (!(typeof q.lng === 'number' && Number.isFinite(q.lng) && q.lng >= -180 && q.lng <= 180)) throw invalidArgument(`${field}.lng`, 'must be a number in [-180, 180]');
+}
+
+function validatePricing(p: OrderPricing): void {
+  if (!p || typeof p !== 'object' || !p.config || typeof p.config !== 'object') throw invalidArgument('pricing', 'must be {demand, prepMinutes, config}');
+  if (!(Number.isInteger(p.demand) && p.demand >= 0)) throw invalidArgument('pricing.demand', 'must be a non-negative integer');
+  if (!(Number.isFinite(p.prepMinutes) && p.prepMinutes >= 0)) throw invalidArgument('pricing.prepMinutes', 'must be a non-negative number');
+  const r = p.config.supplyRadiusM;
+  if (!(Number.isFinite(r) && r > 0 && r <= 50_000)) throw invalidArgument('pricing.config.supplyRadiusM', 'must be in (0, 50000]');
 }
 
 function validateOrderSpec(spec: OrderSpec): void {

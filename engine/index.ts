@@ -17,6 +17,7 @@ export type {
   OperationsOrder,
   OperationsRider,
   OperationsSnapshot,
+  OrderPricing,
   OrderUpdate,
   OrderView,
   RiderOnlineOptions,
@@ -41,7 +42,7 @@ export type { CancelledBy } from './order/events.ts';
 
 // Order intake: reservations, payments and compensations around the engine
 export { DEFAULT_PRICING, OrderIntake, deliveryFee, surgeFactor } from './intake/index.ts';
-export type { FeeBreakdown, OrderIntakeOptions, PlaceOrderRequest, PlacedOrder, PricingConfig, Quote } from './intake/index.ts';
+export type { FeeBreakdown, OrderIntakeOptions, PlaceOrderRequest, PlacedOrder, PricingConfig, Quote, Supply } from './intake/index.ts';
 
 // Catalog and payment ports
 export type { CatalogPort, OrderLine, PaymentIntent, PaymentsPort, Refund, Reservation, ReservationRecord, StoreInfo } from './ports.ts';

@@ -1,4 +1,4 @@
-/** Public surface of engine/dispatch: the batch matcher, its greedy baseline and the travel-time port. */
+/** Public surface of engine/dispatch: the batch matcher, its greedy baseline, the travel-time port and delivery pricing. */
 
 // Matching
 export { DEFAULT_COST_WEIGHTS, assignmentCost, solveBatch, solveGreedy } from './matcher.ts';
@@ -7,3 +7,7 @@ export type { Assignment, CostWeights, MatchOptions, MatchOrder, MatchRider } fr
 // Travel time
 export { DEFAULT_DETOUR_FACTOR, DEFAULT_SPEED_MPS, HaversineRouter } from './router.ts';
 export type { HaversineRouterOptions, TravelTimeRouter } from './router.ts';
+
+// Pricing
+export { DEFAULT_PRICING, deliveryFee, priceDelivery, pricedSpec, ringsWithin, surgeFactor } from './pricing.ts';
+export type { DeliveryQuote, FeeBreakdown, PricingConfig, Supply } from './pricing.ts';

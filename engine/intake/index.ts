@@ -1,4 +1,4 @@
 export { OrderIntake } from './intake.ts';
 export type { OrderIntakeOptions, PlaceOrderRequest, PlacedOrder, Quote } from './intake.ts';
-export { DEFAULT_PRICING, deliveryFee, surgeFactor } from './pricing.ts';
-export type { FeeBreakdown, PricingConfig } from './pricing.ts';
+export { DEFAULT_PRICING, deliveryFee, surgeFactor } from '../dispatch/index.ts';
+export type { FeeBreakdown, PricingConfig, Supply } from '../dispatch/index.ts';

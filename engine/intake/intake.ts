@@ -13,13 +13,13 @@
 import { createHash } from 'node:crypto';
 import { gridDisk } from 'h3-js';
 import pino, { type Logger } from 'pino';
-import type { DispatchEngine, OrderUpdate, OrderView, Unsubscribe } from '../api.ts';
+import type { DispatchEngine, OrderPricing, OrderUpdate, OrderView, Unsubscribe } from '../api.ts';
 import type { Clock } from '../clock.ts';
 import { DispatchError, invalidArgument } from '../errors.ts';
 import { cellOf, haversineM } from '../geo/index.ts';
 import type { CatalogPort, OrderLine, PaymentIntent, PaymentsPort, Reservation } from '../ports.ts';
 import type { Cell, LatLng, OrderStatus, PaymentMode } from '../types.ts';
-import { DEFAULT_PRICING, deliveryFee, surgeFactor, type PricingConfig } from './pricing.ts';
+import { DEFAULT_PRICING, priceDelivery, type DeliveryQuote, type PricingConfig } from '../dispatch/index.ts';
 
 export interface PlaceOrderRequest {
   /** Who is calling (a service name): keys of different callers never collide. */
@@ -45,16 +45,9 @@ export interface PlacedOrder {
   replayed: boolean;
 }
 
-export interface Quote {
-  distanceM: number;
-  feePaise: number;
-  riderFeePaise: number;
-  etaSeconds: number;
-  surgeFactor: number;
+export interface Quote extends DeliveryQuote {
   /** The pickup's H3 cell demand and supply were counted around. */
   cell: Cell;
-  demand: number;
-  supply: number;
 }
 
 export interface OrderIntakeOptions {
@@ -83,6 +76,8 @@ export class OrderIntake {
   /** Waiting orders by pickup cell, kept from the order feed. */
   readonly #waiting = new Map<string, Cell>();
   readonly #waitingByCell = new Map<Cell, number>();
+  /** A cell and its neighbours, per pickup cell: h3 allocates on every call. */
+  readonly #disks = new Map<Cell, Cell[]>();
   /** Compensations (release, refund) that failed and are being retried. */
   readonly #retrying = new Set<string>();
   #unwatch: Unsubscribe | null = null;
@@ -138,28 +133,41 @@ export class OrderIntake {
     }
 
     let intent: PaymentIntent | null = null;
-    let quote: Quote;
     try {
-      quote = await this.quote(reservation.store.location, req.dropoff, reservation.store.prepMinutes);
-      if (req.payment === 'prepaid') intent = await this.#payments.createIntent(orderId, reservation.totalPaise + quote.feePaise, this.#currency);
-      const order = await this.#engine.createOrder({
+      const store = reservation.store;
+      const spec = {
         orderId,
         storeId: req.storeId,
         customerId: req.customerId,
-        pickup: reservation.store.location,
+        pickup: store.location,
         dropoff: req.dropoff,
         payment: req.payment,
-        readyAt: now + reservation.store.prepMinutes * 60_000,
-        promisedAt: req.promisedAt ?? now + quote.etaSeconds * 1000,
-        riderFee: quote.riderFeePaise,
-        deliveryFee: quote.feePaise,
-      });
+        readyAt: now + store.prepMinutes * 60_000,
+        promisedAt: req.promisedAt,
+      };
+      let order: OrderView;
+      if (req.payment === 'prepaid') {
+        // The amount to charge includes the fee, so the quote comes first.
+        const quote = await this.quote(store.location, req.dropoff, store.prepMinutes);
+        intent = await this.#payments.createIntent(orderId, reservation.totalPaise + quote.feePaise, this.#currency);
+        order = await this.#engine.createOrder({
+          ...spec,
+          promisedAt: req.promisedAt ?? now + quote.etaSeconds * 1000,
+          riderFee: quote.riderFeePaise,
+          deliveryFee: quote.feePaise,
+        });
+      } else {
+        // Cash on delivery: priced by the shard that creates it, in the same round trip.
+        const pricing: OrderPricing = { demand: this.#demandAround(store.location), prepMinutes: store.prepMinutes, config: this.#pricing };
+        order = await this.#engine.createOrder(spec, pricing);
+      }
+      const deliveryFeePaise = order.deliveryFee ?? 0;
       // Debug: the transport logs the placement with its request id.
       this.#log.debug(
-        { orderId, storeId: req.storeId, customerId: req.customerId, payment: req.payment, totalPaise: reservation.totalPaise, feePaise: quote.feePaise },
+        { orderId, storeId: req.storeId, customerId: req.customerId, payment: req.payment, totalPaise: reservation.totalPaise, feePaise: deliveryFeePaise },
         'order placed',
       );
-      return { order, reservation, intent, deliveryFeePaise: quote.feePaise, replayed: false };
+      return { order, reservation, intent, deliveryFeePaise, replayed: false };
     } catch (err) {
       // A concurrent retry of the same key won the race: answer as a replay.
       if (err instanceof DispatchError && err.code === 'QD_ERR_ORDER_EXISTS') return this.#replay(await this.#engine.getOrder(orderId), reservation, req);
@@ -226,16 +234,25 @@ export class OrderIntake {
    */
   async quote(pickup: LatLng, dropoff: LatLng, prepMinutes = 0): Promise<Quote> {
     const p = this.#pricing;
-    const cell = cellOf(pickup.lat, pickup.lng, p.cellRes);
+    const demand = this.#demandAround(pickup);
+    const supply = await this.#engine.supplyNear(pickup, p.supplyRadiusM);
+    const quote = priceDelivery(haversineM(pickup.lat, pickup.lng, dropoff.lat, dropoff.lng), prepMinutes, demand, supply, p);
+    return { ...quote, cell: cellOf(pickup.lat, pickup.lng, p.cellRes) };
+  }
+
+  /** Orders waiting for a rider in the pickup's cell and its neighbours. */
+  #demandAround(pickup: LatLng): number {
+    const cell = cellOf(pickup.lat, pickup.lng, this.#pricing.cellRes);
+    let disk = this.#disks.get(cell);
+    if (disk === undefined) {
+      // Pickups are stores: few cells. The bound only guards against a flood of odd ones.
+      if (this.#disks.size >= 10_000) this.#disks.clear();
+      disk = gridDisk(cell, 1);
+      this.#disks.set(cell, disk);
+    }
     let demand = 0;
-    for (const c of gridDisk(cell, 1)) demand += this.#waitingByCell.get(c) ?? 0;
-    const nearby = await this.#engine.nearbyRiders(pickup, p.supplyRadiusM, 200);
-    const available = nearby.filter((r) => r.status === 'available');
-    const surge = surgeFactor(demand, available.length, p);
-    const fee = deliveryFee(haversineM(pickup.lat, pickup.lng, dropoff.lat, dropoff.lng), surge, p);
-    const toStoreS = available.length > 0 ? (Math.min(...available.map((r) => r.distanceM)) * p.detourFactor) / p.speedMps : 600;
-    const etaSeconds = Math.round(Math.max(toStoreS, prepMinutes * 60) + fee.distanceM / p.speedMps);
-    return { ...fee, etaSeconds, surgeFactor: surge, cell, demand, supply: available.length };
+    for (const c of disk) demand += this.#waitingByCell.get(c) ?? 0;
+    return demand;
   }
 
   // ---------------------------------------------------------------- the feed

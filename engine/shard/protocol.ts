@@ -3,7 +3,7 @@
  * Plain data only: they cross worker_threads by structured clone. Requests
  * travel in batches, one postMessage per shard per flush.
  */
-import type { OrderView, RiderView, NearbyRider, OperationsOrder, OperationsRider } from '../api.ts';
+import type { OrderView, RiderView, NearbyRider, OperationsOrder, OperationsRider, OrderPricing } from '../api.ts';
 import type { OrderEvent, OrderInput } from '../order/events.ts';
 import type { RiderEvent } from '../rider/events.ts';
 import type { LiveStream, RiderStatsDelta, Snapshot, StoredEvent } from '../store/event-store.ts';
@@ -32,7 +32,8 @@ export interface GhostRider {
 }
 
 export type ShardOp =
-  | { op: 'createOrder'; input: OrderInput }
+  /** With `pricing`, the shard prices the order from the supply it sees within `rings` of the pickup. */
+  | { op: 'createOrder'; input: OrderInput; pricing?: OrderPricing & { rings: number } }
   | { op: 'orderEvent'; orderId: string; event: OrderEvent }
   | { op: 'registerRider'; riderId: string; rid: number; capacity: number; at: number }
   | { op: 'riderEvent'; riderId: string; event: RiderEvent; position?: LatLng }
@@ -49,6 +50,8 @@ export type ShardOp =
   | { op: 'getOrder'; orderId: string }
   | { op: 'getRider'; riderId: string }
   | { op: 'nearby'; lat: number; lng: number; radiusM: number; limit: number }
+  /** Supply around a point, from this shard's index within `rings`: own riders, and ghosts unless `ownOnly`. */
+  | { op: 'supply'; lat: number; lng: number; radiusM: number; rings: number; ownOnly: boolean }
   | { op: 'zones'; zones: Array<[string, Cell[]]> }
   | { op: 'restore'; streams: LiveStream[]; rids: Record<string, number> }
   | { op: 'counters' }

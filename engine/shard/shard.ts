@@ -12,7 +12,7 @@ import { orderMachine, orderStatus, explainOrderRefusal, isFinalOrderStatus } fr
 import type { OrderEvent, OrderInput, OrderContext } from '../order/index.ts';
 import { riderMachine, riderStatus, explainRiderRefusal, riderTarget, riderCanBundle } from '../rider/index.ts';
 import type { RiderEvent, RiderContext } from '../rider/index.ts';
-import type { OrderView, RiderView, NearbyRider, OperationsOrder, OperationsRider } from '../api.ts';
+import type { OrderView, RiderView, NearbyRider, OperationsOrder, OperationsRider, OrderPricing } from '../api.ts';
 import { orderViewOf } from '../views.ts';
 import type { LiveStream, StoredEvent } from '../store/event-store.ts';
 import type { Cell, LatLng } from '../types.ts';
@@ -20,8 +20,8 @@ import { CellGeometry, ShardMap, cellOf, haversineM } from '../geo/index.ts';
 import { Fleet, FixOutcome } from './fleet.ts';
 import { SpatialIndex } from './spatial-index.ts';
 import { TimerWheel } from './timer-wheel.ts';
-import { HaversineRouter, solveBatch, solveGreedy } from '../dispatch/index.ts';
-import type { MatchOrder, MatchRider } from '../dispatch/index.ts';
+import { HaversineRouter, priceDelivery, pricedSpec, solveBatch, solveGreedy } from '../dispatch/index.ts';
+import type { MatchOrder, MatchRider, Supply } from '../dispatch/index.ts';
 import { FIX_MOVED } from './protocol.ts';
 import type {
   GhostRider,
@@ -142,7 +142,7 @@ export class Shard {
   #dispatch(req: ShardRequest): unknown {
     switch (req.op) {
       case 'createOrder':
-        return this.#createOrder(req.input);
+        return this.#createOrder(req.input, req.pricing);
       case 'orderEvent':
         return this.#orderEvent(req.orderId, req.event);
       case 'registerRider':
@@ -168,6 +168,8 @@ export class Shard {
         return this.#riderView(this.#rider(req.riderId));
       case 'nearby':
         return this.#nearby(req.lat, req.lng, req.radiusM, req.limit);
+      case 'supply':
+        return this.#supply(req.lat, req.lng, req.radiusM, req.rings, req.ownOnly);
       case 'zones':
         this.#zones.clear();
         for (const [zoneId, cells] of req.zones) this.#zones.set(zoneId, new Set(cells));
@@ -189,9 +191,16 @@ export class Shard {
     return o;
   }
 
-  #createOrder(input: OrderInput): OrderView {
+  #createOrder(input: OrderInput, pricing?: OrderPricing & { rings: number }): OrderView {
     const orderId = input.spec.orderId;
     if (this.#orders.has(orderId)) throw new DispatchError('QD_ERR_ORDER_EXISTS', { orderId });
+    if (pricing) {
+      // Priced here, where the supply is, so placing an order is one round trip; the event records the fees.
+      const { pickup, dropoff } = input.spec;
+      const supply = this.#supply(pickup.lat, pickup.lng, pricing.config.supplyRadiusM, pricing.rings, false);
+      const straightM = haversineM(pickup.lat, pickup.lng, dropoff.lat, dropoff.lng);
+      input = { ...input, spec: pricedSpec(input.spec, input.createdAt, priceDelivery(straightM, pricing.prepMinutes, pricing.demand, supply, pricing.config)) };
+    }
     const actor = createActor(orderMachine, { input });
     actor.start();
     const entry: OrderEntry = {
@@ -523,6 +532,45 @@ export class Shard {
     }
     found.sort((a, b) => a.distanceM - b.distanceM);
     return found.slice(0, limit);
+  }
+
+  /**
+   * Riders free to take a new order within `radiusM`, looked up in the index
+   * ring by ring: this shard's available riders and, unless `ownOnly`, the
+   * neighbours' mirrored ones (ghosts), which cover searchMaxK rings.
+   */
+  #supply(lat: number, lng: number, radiusM: number, rings: number, ownOnly: boolean): Supply {
+    let available = 0;
+    let nearestM: number | null = null;
+    if (this.#index.size === 0) return { available, nearestM };
+    const origin = cellOf(lat, lng, this.#cfg.indexRes);
+    for (let k = 0; k <= rings; k++) {
+      const ring = this.#geometry.ring(origin, k);
+      for (let i = 0; i < ring.length; i++) {
+        for (const riderId of this.#index.ridersIn(ring[i])) {
+          const own = this.#riders.get(riderId);
+          let d: number;
+          if (own) d = haversineM(lat, lng, this.#fleet.lat(own.slot), this.#fleet.lng(own.slot));
+          else {
+            const g = ownOnly ? undefined : this.#ghostOf(riderId);
+            if (g === undefined) continue;
+            d = haversineM(lat, lng, g.lat, g.lng);
+          }
+          if (d > radiusM) continue;
+          available++;
+          if (nearestM === null || d < nearestM) nearestM = d;
+        }
+      }
+    }
+    return { available, nearestM };
+  }
+
+  #ghostOf(riderId: string): GhostRider | undefined {
+    for (const ghosts of this.#ghosts.values()) {
+      const g = ghosts.get(riderId);
+      if (g) return g;
+    }
+    return undefined;
   }
 
   // ---------------------------------------------------------------- time: timers, matcher, ghosts, stats

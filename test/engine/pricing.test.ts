@@ -1,6 +1,10 @@
-// Delivery pricing: surge from demand and supply, fee from distance.
+// Delivery pricing: surge from demand and supply, fee from distance, and how far a supply count must look.
 import t from 'tap';
+import { gridDistance, latLngToCell } from 'h3-js';
 import { DEFAULT_PRICING, deliveryFee, surgeFactor } from '../../engine/index.ts';
+import { priceDelivery, ringsWithin } from '../../engine/dispatch/index.ts';
+import { edgeLengthM } from '../../engine/geo/index.ts';
+import { mulberry32 } from '../../bench/random.ts';
 
 t.test('surge is 1 while riders keep up, grows with the shortfall per rider, and is capped', async (t) => {
   t.equal(surgeFactor(0, 0, DEFAULT_PRICING), 1);
@@ -20,4 +24,50 @@ t.test('the fee is a base plus road kilometres, times surge; the rider gets its 
   const surged = deliveryFee(2_000, 1.5, DEFAULT_PRICING);
   t.equal(surged.feePaise, Math.round((2_000 + 800 * 2.6) * 1.5));
   t.ok(Number.isInteger(surged.feePaise) && Number.isInteger(surged.riderFeePaise), 'money stays in whole paise');
+});
+
+t.test('ringsWithin: every point within the radius lies within that many H3 rings, anywhere on Earth', async (t) => {
+  const random = mulberry32(7);
+  let worst = 0;
+  let checked = 0;
+  for (const res of [7, 8, 9]) {
+    const edge = edgeLengthM(res);
+    for (const radiusM of [300, 2_000, 5_000]) {
+      const rings = ringsWithin(radiusM, edge);
+      for (let i = 0; i < 400; i++) {
+        // Latitudes from the equator to the sub-polar, where H3 cells are most distorted.
+        const lat = (random() * 2 - 1) * 75;
+        const lng = (random() * 2 - 1) * 180;
+        const bearing = random() * 2 * Math.PI;
+        const d = Math.sqrt(random()) * radiusM;
+        const dLat = (d * Math.cos(bearing)) / 111_320;
+        const dLng = (d * Math.sin(bearing)) / (111_320 * Math.cos((lat * Math.PI) / 180));
+        const a = latLngToCell(lat, lng, res);
+        const b = latLngToCell(lat + dLat, lng + dLng, res);
+        let k: number;
+        try {
+          k = gridDistance(a, b);
+        } catch {
+          continue; // across a pentagon h3 cannot say; the ring walk there is h3's own.
+        }
+        worst = Math.max(worst, k / rings);
+        checked++;
+        if (k > rings) t.fail(`res ${res}, ${radiusM} m: ${k} rings needed, ${rings} given, at ${lat},${lng}`);
+      }
+    }
+  }
+  t.ok(checked > 3000, `${checked} pairs checked; at most ${(worst * 100).toFixed(0)} % of the rings used`);
+});
+
+t.test('priceDelivery: surge, fee and ETA from counted demand and supply', async (t) => {
+  const calm = priceDelivery(2_000, 10, 0, { available: 3, nearestM: 600 }, DEFAULT_PRICING);
+  t.equal(calm.surgeFactor, 1);
+  t.same({ feePaise: calm.feePaise, distanceM: calm.distanceM }, { feePaise: deliveryFee(2_000, 1, DEFAULT_PRICING).feePaise, distanceM: 2_600 });
+  t.equal(calm.etaSeconds, Math.round(600 + 2_600 / DEFAULT_PRICING.speedMps), 'prep time (10 min) is longer than the nearest rider trip: it sets the pickup');
+  const far = priceDelivery(2_000, 0, 0, { available: 1, nearestM: 3_000 }, DEFAULT_PRICING);
+  t.equal(far.etaSeconds, Math.round((3_000 * 1.3) / DEFAULT_PRICING.speedMps + 2_600 / DEFAULT_PRICING.speedMps), 'the nearest rider trip sets it otherwise');
+  const none = priceDelivery(2_000, 0, 3, { available: 0, nearestM: null }, DEFAULT_PRICING);
+  t.equal(none.surgeFactor, 1.75, 'three waiting, nobody free');
+  t.equal(none.supply, 0);
+  t.equal(none.etaSeconds, Math.round(600 + 2_600 / DEFAULT_PRICING.speedMps), 'no rider: ten minutes assumed');
 });

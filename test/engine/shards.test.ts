@@ -1,6 +1,9 @@
 // Several shards: riders handed off as they drive, dispatch across a shard edge, worker threads.
 import t from 'tap';
 import { rig, orderSpec, offset, acrossShardEdge, drive, events } from './harness.ts';
+import type { Test } from 'tap';
+import { DEFAULT_PRICING, priceDelivery } from '../../engine/dispatch/index.ts';
+import { haversineM } from '../../engine/geo/index.ts';
 
 const config = { shards: 2, shardRes: 5, indexRes: 8 };
 
@@ -85,4 +88,51 @@ for (const threads of [false, true]) {
     t.equal((await e.getRider('busy')).status, 'onBreak', 'the rider was not disturbed');
     await e.close();
   });
+
+  t.test(`${mode}: supply at a pickup counts riders on both sides of a shard edge, from the pickup's shard alone`, async (t) => {
+    const edge = acrossShardEdge(config);
+    for (const searchMaxK of [12, 2]) {
+      // searchMaxK 2 mirrors too little for a 2 km radius: every shard is asked instead.
+      const r = await rig({ config: { ...config, searchMaxK }, threads });
+      const e = r.engine;
+      const spots = [
+        ['a-near', offset(edge.a, 300, -200)],
+        ['a-far', offset(edge.a, 0, -2600)],
+        ['b-near', offset(edge.b, -150, 400)],
+        ['b-mid', offset(edge.b, 1200, 900)],
+        ['b-far', offset(edge.b, 0, 2500)],
+        ['b-busy', offset(edge.b, 100, 100)],
+        ['b-off', offset(edge.b, 50, 50)],
+      ] as const;
+      for (const [id, at] of spots) await e.riderOnline(id, { position: at });
+      await e.riderBreak('b-busy', true);
+      await e.riderOffline('b-off');
+      await r.advance(0);
+      const free = spots.filter(([id]) => id !== 'b-busy' && id !== 'b-off');
+      const within = free.map(([, at]) => haversineM(edge.a.lat, edge.a.lng, at.lat, at.lng)).filter((d) => d <= 2000);
+      t.equal(within.length, 3, 'three free riders within 2 km of the pickup, two of them across the edge');
+      const supply = await e.supplyNear(edge.a, 2000);
+      t.equal(supply.available, within.length, `searchMaxK ${searchMaxK}: every free rider within the radius, on either side`);
+      t.ok(Math.abs(supply.nearestM! - Math.min(...within)) < 0.01, 'and the nearest distance');
+
+      // Priced at creation: the same figures a quote from this supply gives.
+      const demand = 4;
+      const spec = orderSpec({ pickup: edge.a, dropoff: offset(edge.a, 1500, 1500), promisedAt: undefined, riderFee: undefined, deliveryFee: undefined });
+      const created = await e.createOrder(spec, { demand, prepMinutes: 12, config: DEFAULT_PRICING });
+      const q = priceDelivery(haversineM(spec.pickup.lat, spec.pickup.lng, spec.dropoff.lat, spec.dropoff.lng), 12, demand, supply, DEFAULT_PRICING);
+      t.equal(created.deliveryFee, q.feePaise, 'delivery fee from the supply at the pickup');
+      const [createdEvent] = await r.store.readStream(`order:${spec.orderId}`);
+      t.match(createdEvent.data, { spec: { deliveryFee: q.feePaise, riderFee: q.riderFeePaise } }, "the created event keeps the fee and the rider's share");
+      t.equal(created.promisedAt, created.createdAt + q.etaSeconds * 1000, 'promised at creation plus the ETA');
+      const kept = await e.createOrder(orderSpec({ orderId: 'o-promised', pickup: edge.a, promisedAt: r.clock.now() + 3_600_000 }), { demand: 0, prepMinutes: 0, config: DEFAULT_PRICING });
+      t.equal(kept.promisedAt, r.clock.now() + 3_600_000, "a caller's promised time stands");
+      await rejectsPricing(t, e.createOrder(orderSpec({ orderId: 'o-bad' }), { demand: -1, prepMinutes: 0, config: DEFAULT_PRICING }), 'pricing.demand');
+      await rejectsPricing(t, e.createOrder(orderSpec({ orderId: 'o-bad' }), { demand: 0, prepMinutes: 0, config: { ...DEFAULT_PRICING, supplyRadiusM: 0 } }), 'pricing.config.supplyRadiusM');
+      await e.close();
+    }
+  });
+}
+
+async function rejectsPricing(t: Test, p: Promise<unknown>, field: string): Promise<void> {
+  await t.rejects(p, { code: 'QD_ERR_INVALID_ARGUMENT', details: { field } }, `${field} checked`);
 }

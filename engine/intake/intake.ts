@@ -259,8 +259,10 @@ export class OrderIntake {
 
   #onOrder(u: OrderUpdate): void {
     const o = u.order;
-    if (WAITING.has(o.status)) this.#setWaiting(o.orderId, cellOf(o.pickup.lat, o.pickup.lng, this.#pricing.cellRes));
-    else this.#setWaiting(o.orderId, null);
+    // A pickup never moves: its cell is looked up once, when the order starts waiting.
+    if (WAITING.has(o.status)) {
+      if (!this.#waiting.has(o.orderId)) this.#setWaiting(o.orderId, cellOf(o.pickup.lat, o.pickup.lng, this.#pricing.cellRes));
+    } else this.#setWaiting(o.orderId, null);
     if (o.status === 'delivered') void this.#withRetry(`commit:${o.orderId}`, () => this.#catalog.commit(o.orderId));
     if (o.status === 'cancelled') void this.#withRetry(`compensate:${o.orderId}`, () => this.#compensate(o));
   }

@@ -125,11 +125,24 @@ export interface GrpcServer {
 }
 
 /** Who is calling, for logs and idempotency. */
-interface CallContext {
-  requestId: string;
-  method: string;
-  principal: Principal | null;
-  log: Logger;
+class CallContext {
+  readonly requestId: string;
+  readonly method: string;
+  principal: Principal | null = null;
+  readonly #base: Logger;
+  #log: Logger | null = null;
+
+  constructor(base: Logger, requestId: string, method: string) {
+    this.#base = base;
+    this.requestId = requestId;
+    this.method = method;
+  }
+
+  /** Made on first use: most calls log nothing at the configured level, and a child logger per call is not free. */
+  get log(): Logger {
+    this.#log ??= this.#base.child(this.principal ? { requestId: this.requestId, method: this.method, caller: this.principal.sub } : { requestId: this.requestId, method: this.method });
+    return this.#log;
+  }
 }
 
 /** Most verified tokens remembered; past it the memory starts over. */
@@ -319,7 +332,7 @@ class DispatchService {
   #context(metadata: Metadata, method: string): CallContext {
     const [given] = metadata.get('x-request-id');
     const requestId = typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
-    return { requestId, method, principal: null, log: this.#log.child({ requestId, method }) };
+    return new CallContext(this.#log, requestId, method);
   }
 
   /** The caller, or a refusal: no or bad token, UNAUTHENTICATED; another role, QD_ERR_PERMISSION_DENIED. */
@@ -329,7 +342,6 @@ class DispatchService {
     const p = this.#verified(token);
     if (!can(p, 'service.call')) throw new DispatchError('QD_ERR_PERMISSION_DENIED', { role: p.role, action: `call ${ctx.method}` });
     ctx.principal = p;
-    ctx.log = ctx.log.child({ caller: p.sub });
     return p;
   }
 

@@ -31,7 +31,7 @@ import type { RiderEvent } from './rider/index.ts';
 import type { EventStore, LiveStream, RiderDailyStats, StoredEvent } from './store/event-store.ts';
 import { GroupCommitter } from './store/group-commit.ts';
 import type { Cell, Fix, LatLng, OrderSpec, OrderStatus } from './types.ts';
-import { ShardMap, cellOf, edgeLengthM, haversineM } from './geo/index.ts';
+import { PointCells, ShardMap, cellOf, edgeLengthM, haversineM } from './geo/index.ts';
 import { priceDelivery, pricedSpec, ringsWithin, type Supply } from './dispatch/index.ts';
 import { InlineShardHost, WorkerShardHost, type ShardHost } from './shard/host.ts';
 import { FixOutcome, fixRejectReason } from './shard/fleet.ts';
@@ -98,6 +98,8 @@ class Engine implements DispatchEngine {
   readonly #log: Logger;
   readonly #committer: GroupCommitter;
   readonly #map: ShardMap;
+  /** Pickups are stores: their index cells, looked up once. */
+  readonly #pickupCells: PointCells;
   readonly #hosts: ShardHost[] = [];
   readonly #threads: boolean;
   readonly #queued: Array<{ requests: ShardRequest[]; waiters: Map<number, Pending>; transfer: ArrayBuffer[] }>;
@@ -132,6 +134,7 @@ class Engine implements DispatchEngine {
     this.#threads = options.threads ?? true;
     this.#log = options.logger ?? pino({ level: process.env.QD_LOG_LEVEL ?? 'warn' });
     this.#committer = new GroupCommitter(this.#store);
+    this.#pickupCells = new PointCells(this.#cfg.indexRes);
     this.#map = new ShardMap({ shardRes: this.#cfg.shardRes, shardCount: this.#cfg.shards, indexRes: this.#cfg.indexRes });
     this.#queued = [];
     this.#sent = [];
@@ -462,7 +465,7 @@ class Engine implements DispatchEngine {
       searchLimitMs: this.#cfg.searchLimitMs,
       maxAttempts: this.#cfg.maxOfferAttempts,
     };
-    const shard = this.#map.shardOf(cellOf(spec.pickup.lat, spec.pickup.lng, this.#cfg.indexRes));
+    const shard = this.#map.shardOf(this.#pickupCells.cellOf(spec.pickup.lat, spec.pickup.lng));
     // Claim the id before the round trip so a concurrent duplicate is refused here.
     this.#orderShard.set(spec.orderId, shard);
     try {

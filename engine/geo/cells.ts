@@ -154,6 +154,45 @@ export function cellOf(lat: number, lng: number, res: number): Cell {
   return latLngToCell(lat, lng, res);
 }
 
+/**
+ * cellOf for points that come back again and again (stores, as pickups):
+ * nested maps on the coordinates, so a hit builds no string. Holds at most
+ * `max` points, then starts over.
+ */
+export class PointCells {
+  readonly #res: number;
+  readonly #max: number;
+  #size = 0;
+  readonly #byLat = new Map<number, Map<number, Cell>>();
+
+  /** @throws RangeError on a bad resolution or bound. */
+  constructor(res: number, max = 10_000) {
+    checkRes(res, 'resolution');
+    if (!(Number.isInteger(max) && max > 0)) throw new RangeError(`max must be a positive integer: ${max}`);
+    this.#res = res;
+    this.#max = max;
+  }
+
+  cellOf(lat: number, lng: number): Cell {
+    let row = this.#byLat.get(lat);
+    const hit = row?.get(lng);
+    if (hit !== undefined) return hit;
+    const cell = latLngToCell(lat, lng, this.#res);
+    if (this.#size >= this.#max) {
+      this.#byLat.clear();
+      this.#size = 0;
+      row = undefined;
+    }
+    if (row === undefined) {
+      row = new Map();
+      this.#byLat.set(lat, row);
+    }
+    row.set(lng, cell);
+    this.#size++;
+    return cell;
+  }
+}
+
 const edgeLengths: number[] = [];
 
 /** Average hexagon edge length at a resolution, in metres. Throws RangeError on a bad resolution. */

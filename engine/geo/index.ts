@@ -4,5 +4,5 @@
 export { EARTH_RADIUS_M, haversineM } from './distance.ts';
 
 // Cells and shard ownership
-export { CellGeometry, ShardMap, DEFAULT_CACHE_BUDGET, cellOf, edgeLengthM, shardOfCell } from './cells.ts';
+export { CellGeometry, PointCells, ShardMap, DEFAULT_CACHE_BUDGET, cellOf, edgeLengthM, shardOfCell } from './cells.ts';
 export type { CellGeometryOptions, ShardMapOptions } from './cells.ts';

@@ -10,13 +10,13 @@
  * order, so a retry after any failure finishes the same order and never
  * makes a second one.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { gridDisk } from 'h3-js';
 import pino, { type Logger } from 'pino';
 import type { DispatchEngine, OrderPricing, OrderUpdate, OrderView, Unsubscribe } from '../api.ts';
 import type { Clock } from '../clock.ts';
 import { DispatchError, invalidArgument } from '../errors.ts';
-import { cellOf, haversineM } from '../geo/index.ts';
+import { PointCells, cellOf, haversineM } from '../geo/index.ts';
 import type { CatalogPort, OrderLine, PaymentIntent, PaymentsPort, Reservation } from '../ports.ts';
 import type { Cell, LatLng, OrderStatus, PaymentMode } from '../types.ts';
 import { DEFAULT_PRICING, priceDelivery, type DeliveryQuote, type PricingConfig } from '../dispatch/index.ts';
@@ -78,6 +78,8 @@ export class OrderIntake {
   readonly #waitingByCell = new Map<Cell, number>();
   /** A cell and its neighbours, per pickup cell: h3 allocates on every call. */
   readonly #disks = new Map<Cell, Cell[]>();
+  /** Pickup cells at the pricing resolution: pickups are stores, the same few points over and over. */
+  readonly #pickupCells: PointCells;
   /** Compensations (release, refund) that failed and are being retried. */
   readonly #retrying = new Set<string>();
   #unwatch: Unsubscribe | null = null;
@@ -89,6 +91,7 @@ export class OrderIntake {
     this.#clock = options.clock;
     this.#log = options.logger ?? pino({ level: 'silent' });
     this.#pricing = { ...DEFAULT_PRICING, ...options.pricing };
+    this.#pickupCells = new PointCells(this.#pricing.cellRes);
     this.#currency = options.currency ?? 'INR';
   }
 
@@ -110,7 +113,7 @@ export class OrderIntake {
 
   /** The order id a caller's idempotency key stands for. */
   static orderIdFor(caller: string, idempotencyKey: string): string {
-    return `o-${createHash('sha256').update(`${caller}\u0000${idempotencyKey}`).digest('hex').slice(0, 24)}`;
+    return `o-${hash('sha256', `${caller}\u0000${idempotencyKey}`, 'hex').slice(0, 24)}`;
   }
 
   async placeOrder(req: PlaceOrderRequest): Promise<PlacedOrder> {
@@ -242,7 +245,7 @@ export class OrderIntake {
 
   /** Orders waiting for a rider in the pickup's cell and its neighbours. */
   #demandAround(pickup: LatLng): number {
-    const cell = cellOf(pickup.lat, pickup.lng, this.#pricing.cellRes);
+    const cell = this.#pickupCells.cellOf(pickup.lat, pickup.lng);
     let disk = this.#disks.get(cell);
     if (disk === undefined) {
       // Pickups are stores: few cells. The bound only guards against a flood of odd ones.
@@ -261,7 +264,7 @@ export class OrderIntake {
     const o = u.order;
     // A pickup never moves: its cell is looked up once, when the order starts waiting.
     if (WAITING.has(o.status)) {
-      if (!this.#waiting.has(o.orderId)) this.#setWaiting(o.orderId, cellOf(o.pickup.lat, o.pickup.lng, this.#pricing.cellRes));
+      if (!this.#waiting.has(o.orderId)) this.#setWaiting(o.orderId, this.#pickupCells.cellOf(o.pickup.lat, o.pickup.lng));
     } else this.#setWaiting(o.orderId, null);
     if (o.status === 'delivered') void this.#withRetry(`commit:${o.orderId}`, () => this.#catalog.commit(o.orderId));
     if (o.status === 'cancelled') void this.#withRetry(`compensate:${o.orderId}`, () => this.#compensate(o));

@@ -11,7 +11,7 @@ import {
   latLngToCell,
   UNITS,
 } from 'h3-js';
-import { CellGeometry, EARTH_RADIUS_M, ShardMap, cellOf, edgeLengthM, haversineM, shardOfCell } from '../../engine/geo/index.ts';
+import { CellGeometry, EARTH_RADIUS_M, PointCells, ShardMap, cellOf, edgeLengthM, haversineM, shardOfCell } from '../../engine/geo/index.ts';
 
 const BLR = { lat: 12.9716, lng: 77.5946 };
 
@@ -172,4 +172,15 @@ t.test('cellOf and edgeLengthM', async (t) => {
   t.ok(edgeLengthM(8) > 400 && edgeLengthM(8) < 600, 'res 8 edges are about half a kilometre');
   t.ok(edgeLengthM(5) > edgeLengthM(8));
   t.throws(() => edgeLengthM(16), RangeError);
+});
+
+t.test('PointCells answers what cellOf answers, for repeated points and past its bound', async (t) => {
+  const memo = new PointCells(8, 50);
+  const points = Array.from({ length: 120 }, (_, i) => ({ lat: 12.9 + (i % 70) * 0.003, lng: 77.5 + (i % 13) * 0.004 }));
+  let same = 0;
+  for (let round = 0; round < 3; round++) for (const p of points) if (memo.cellOf(p.lat, p.lng) === cellOf(p.lat, p.lng, 8)) same++;
+  t.equal(same, 3 * points.length, 'every answer, first look or repeat, before and after it starts over');
+  t.equal(new PointCells(5).cellOf(-33.86, 151.21), cellOf(-33.86, 151.21, 5), 'any resolution');
+  t.throws(() => new PointCells(16), RangeError, 'resolution checked');
+  t.throws(() => new PointCells(8, 0), RangeError, 'bound checked');
 });

@@ -283,6 +283,7 @@ t.test('DispatchService', async (t) => {
     t.equal(first.replayed, false);
     t.equal(o.status, OrderStatus.ORDER_STATUS_AWAITING_PAYMENT, 'a prepaid order waits for its payment');
     t.equal(o.orderId, OrderIntake.orderIdFor('orders-api', 'checkout-1'), 'the id derives from the caller and the key');
+    t.equal(o.orderId, 'o-5d47742fdf5c37920101271f', 'the same way in every version: stored ids and retries keep meaning the same order');
     t.strictSame(o.lines, [
       { productId: 'bread', quantity: 1, unitPricePaise: 4_500 },
       { productId: 'milk', quantity: 2, unitPricePaise: 6_800 },

@@ -25,7 +25,7 @@
  *   node --cpu-prof --cpu-prof-dir tmp/prof --import tsx bench/grpc-create.ts   (profiles the servers' process only)
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -420,6 +420,8 @@ async function main(cleanup: Array<() => Promise<unknown> | unknown>): Promise<v
     serverCores: number;
     /** Event-loop utilisation of the main thread (gRPC, intake, engine coordinator) during the measured window. */
     serverMainElu: number;
+    /** CPU of the whole machine (servers, shards, Postgres, load) per answered call, µs: steadier than rates on a noisy machine. */
+    machineUsPerCall: number | null;
     clientCores: number[];
   }
   const totals = new Map<Mode, Phase[]>();
@@ -429,21 +431,26 @@ async function main(cleanup: Array<() => Promise<unknown> | unknown>): Promise<v
   /** Runs `mode` from every client process at once; a phase with no measured window only warms up (its creates still count as acks). */
   async function phase(mode: Mode, warmMs: number, measureMs: number): Promise<void> {
     phaseNo++;
-    // The servers' CPU over the measured window only.
+    // The servers' CPU, and the machine's, over the measured window only.
     let cpu0 = process.cpuUsage();
     let elu0 = performance.eventLoopUtilization();
     let wall0 = performance.now();
+    let busy0 = machineBusyMs();
     const mark = setTimeout(() => {
       cpu0 = process.cpuUsage();
       elu0 = performance.eventLoopUtilization();
       wall0 = performance.now();
+      busy0 = machineBusyMs();
     }, warmMs);
+    let busyMs: number | null = null;
     let cores = 0;
     let elu = 0;
     let measured = false;
     const measure = () => {
       if (measured) return;
       measured = true;
+      const b = machineBusyMs();
+      busyMs = b === null || busy0 === null ? null : b - busy0;
       const c = process.cpuUsage(cpu0);
       cores = (c.user + c.system) / 1000 / (performance.now() - wall0);
       elu = performance.eventLoopUtilization(elu0).utilization;
@@ -469,9 +476,10 @@ async function main(cleanup: Array<() => Promise<unknown> | unknown>): Promise<v
     clearTimeout(mark);
     clearTimeout(end);
     measure();
+    const calls = parts.reduce((s, r) => s + r.measured, 0);
     const p: Phase = {
       rate: parts.reduce((s, r) => s + r.measured / r.seconds, 0),
-      measured: parts.reduce((s, r) => s + r.measured, 0),
+      measured: calls,
       seconds: measureMs / 1000,
       latencies: parts.flatMap((r) => r.latencies),
       errors: parts.reduce((s, r) => s + r.errors, 0),
@@ -479,6 +487,7 @@ async function main(cleanup: Array<() => Promise<unknown> | unknown>): Promise<v
       replayed: parts.reduce((s, r) => s + r.replayed, 0),
       serverCores: cores,
       serverMainElu: elu,
+      machineUsPerCall: busyMs === null ? null : Math.round((busyMs * 1000) / Math.max(1, calls)),
       clientCores: parts.map((r) => +r.clientCores.toFixed(2)),
     };
     for (const r of parts) for (const k of r.ackedKeys) ackedKeys.push(k);
@@ -489,7 +498,7 @@ async function main(cleanup: Array<() => Promise<unknown> | unknown>): Promise<v
     totals.set(mode, [...(totals.get(mode) ?? []), p]);
     console.error(
       `  ${mode.padEnd(9)} ${Math.round(p.rate)}/s p50 ${percentile(p.latencies, 50).toFixed(2)} ms p99 ${percentile(p.latencies, 99).toFixed(2)} ms` +
-        ` errors ${p.errors} server ${p.serverCores.toFixed(2)} cores, main ELU ${p.serverMainElu.toFixed(2)}, clients ${p.clientCores.join('+')} cores`,
+        `${p.machineUsPerCall === null ? '' : ` machine ${p.machineUsPerCall} µs/call`} errors ${p.errors} server ${p.serverCores.toFixed(2)} cores, main ELU ${p.serverMainElu.toFixed(2)}, clients ${p.clientCores.join('+')} cores`,
     );
   }
 
@@ -530,6 +539,7 @@ async function main(cleanup: Array<() => Promise<unknown> | unknown>): Promise<v
       rounds: ps.map((p) => Math.round(p.rate)),
       serverCores: ps.map((p) => +p.serverCores.toFixed(2)),
       serverMainElu: ps.map((p) => +p.serverMainElu.toFixed(2)),
+      machineUsPerCall: ps.map((p) => p.machineUsPerCall),
       clientCores: ps.map((p) => p.clientCores),
     };
   };
@@ -557,6 +567,8 @@ async function main(cleanup: Array<() => Promise<unknown> | unknown>): Promise<v
     noop: base,
     noopAuth: { ...baseAuth, note: 'the same no-op plus the bearer check the real server does (verifyToken + can service.call)' },
     ratioVsNoopAuth: +(cod.rate / baseAuth.rate).toFixed(3),
+    machineCpuRatio: cpuRatio(base.machineUsPerCall, cod.machineUsPerCall),
+    machineCpuRatioNote: 'machine CPU per no-op call over machine CPU per create, averaged over rounds: what the rate ratio tends to when both saturate the same cores; less noisy than rates',
     prepaid: prepaid && { ...prepaid, note: 'prepaid creates: RazorpayPayments over HTTP to FakeRazorpay in another process, ledger in the same database' },
     payments: 'COD orders (the headline): payments are not on the create path',
     store: backend,
@@ -609,4 +621,23 @@ async function startNoop(fixed: CreateOrderResponse, check: ((md: Metadata) => b
     server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
   );
   return { port, close: () => new Promise<void>((resolve) => server.tryShutdown(() => resolve())) };
+}
+
+/** Busy CPU time of the whole machine so far (ms), from /proc/stat; null where there is none. */
+function machineBusyMs(): number | null {
+  try {
+    const [, user, nice, system, , , irq, softirq] = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0].trim().split(/\s+/).map(Number);
+    // Jiffies are 10 ms wherever USER_HZ is 100, which Linux fixes for /proc.
+    return (user + nice + system + irq + softirq) * 10;
+  } catch {
+    return null;
+  }
+}
+
+/** Mean µs per no-op call over mean µs per create; null without /proc. */
+function cpuRatio(noop: Array<number | null>, create: Array<number | null>): number | null {
+  const mean = (xs: Array<number | null>) => (xs.length > 0 && xs.every((x) => x !== null) ? (xs as number[]).reduce((a, b) => a + b, 0) / xs.length : null);
+  const n = mean(noop);
+  const c = mean(create);
+  return n === null || c === null || c === 0 ? null : +(n / c).toFixed(3);
 }

@@ -9,5 +9,5 @@ export { DEFAULT_DETOUR_FACTOR, DEFAULT_SPEED_MPS, HaversineRouter } from './rou
 export type { HaversineRouterOptions, TravelTimeRouter } from './router.ts';
 
 // Pricing
-export { DEFAULT_PRICING, deliveryFee, priceDelivery, pricedSpec, ringsWithin, surgeFactor } from './pricing.ts';
+export { DEFAULT_PRICING, checkPricing, deliveryFee, priceDelivery, pricedSpec, ringsWithin, surgeFactor } from './pricing.ts';
 export type { DeliveryQuote, FeeBreakdown, PricingConfig, Supply } from './pricing.ts';

@@ -37,6 +37,19 @@ export const DEFAULT_PRICING: PricingConfig = {
   supplyRadiusM: 2_000,
 };
 
+/** @throws RangeError naming the first setting that cannot price a delivery. */
+export function checkPricing(config: PricingConfig): PricingConfig {
+  const positive = ['perKmPaise', 'detourFactor', 'speedMps', 'supplyRadiusM', 'maxSurge'] as const;
+  const nonNegative = ['baseFeePaise', 'surgeSlope'] as const;
+  for (const k of positive) if (!(Number.isFinite(config[k]) && config[k] > 0)) throw new RangeError(`pricing.${k} must be a positive number, got ${config[k]}`);
+  for (const k of nonNegative) if (!(Number.isFinite(config[k]) && config[k] >= 0)) throw new RangeError(`pricing.${k} must be a non-negative number, got ${config[k]}`);
+  if (!(config.riderShare >= 0 && config.riderShare <= 1)) throw new RangeError(`pricing.riderShare must be within 0..1, got ${config.riderShare}`);
+  if (config.maxSurge < 1) throw new RangeError(`pricing.maxSurge must be at least 1, got ${config.maxSurge}`);
+  if (!(Number.isInteger(config.cellRes) && config.cellRes >= 0 && config.cellRes <= 15)) throw new RangeError(`pricing.cellRes must be an H3 resolution 0..15, got ${config.cellRes}`);
+  if (config.supplyRadiusM > 50_000) throw new RangeError(`pricing.supplyRadiusM must be at most 50000, got ${config.supplyRadiusM}`);
+  return config;
+}
+
 /**
  * 1 when riders outnumber waiting orders; rising with the shortfall per
  * available rider; capped. Rounded to 0.05 so quotes are stable.

@@ -19,7 +19,7 @@ import { DispatchError, invalidArgument } from '../errors.ts';
 import { PointCells, cellOf, haversineM } from '../geo/index.ts';
 import type { CatalogPort, OrderLine, PaymentIntent, PaymentsPort, Reservation } from '../ports.ts';
 import type { Cell, LatLng, OrderStatus, PaymentMode } from '../types.ts';
-import { DEFAULT_PRICING, priceDelivery, type DeliveryQuote, type PricingConfig } from '../dispatch/index.ts';
+import { DEFAULT_PRICING, checkPricing, priceDelivery, type DeliveryQuote, type PricingConfig } from '../dispatch/index.ts';
 
 export interface PlaceOrderRequest {
   /** Who is calling (a service name): keys of different callers never collide. */
@@ -90,7 +90,7 @@ export class OrderIntake {
     this.#payments = options.payments;
     this.#clock = options.clock;
     this.#log = options.logger ?? pino({ level: 'silent' });
-    this.#pricing = { ...DEFAULT_PRICING, ...options.pricing };
+    this.#pricing = checkPricing({ ...DEFAULT_PRICING, ...options.pricing });
     this.#pickupCells = new PointCells(this.#pricing.cellRes);
     this.#currency = options.currency ?? 'INR';
   }

@@ -169,7 +169,7 @@ export class Shard {
       case 'nearby':
         return this.#nearby(req.lat, req.lng, req.radiusM, req.limit);
       case 'supply':
-        return this.#supply(req.lat, req.lng, req.radiusM, req.rings, req.ownOnly);
+        return this.#supply(cellOf(req.lat, req.lng, this.#cfg.indexRes), req.lat, req.lng, req.radiusM, req.rings, req.ownOnly);
       case 'zones':
         this.#zones.clear();
         for (const [zoneId, cells] of req.zones) this.#zones.set(zoneId, new Set(cells));
@@ -194,10 +194,11 @@ export class Shard {
   #createOrder(input: OrderInput, pricing?: OrderPricing & { rings: number }): OrderView {
     const orderId = input.spec.orderId;
     if (this.#orders.has(orderId)) throw new DispatchError('QD_ERR_ORDER_EXISTS', { orderId });
+    const cell = cellOf(input.spec.pickup.lat, input.spec.pickup.lng, this.#cfg.indexRes);
     if (pricing) {
       // Priced here, where the supply is, so placing an order is one round trip; the event records the fees.
       const { pickup, dropoff } = input.spec;
-      const supply = this.#supply(pickup.lat, pickup.lng, pricing.config.supplyRadiusM, pricing.rings, false);
+      const supply = this.#supply(cell, pickup.lat, pickup.lng, pricing.config.supplyRadiusM, pricing.rings, false);
       const straightM = haversineM(pickup.lat, pickup.lng, dropoff.lat, dropoff.lng);
       input = { ...input, spec: pricedSpec(input.spec, input.createdAt, priceDelivery(straightM, pricing.prepMinutes, pricing.demand, supply, pricing.config)) };
     }
@@ -207,7 +208,7 @@ export class Shard {
       actor,
       seq: 0,
       eventsSinceSnapshot: 0,
-      cell: cellOf(input.spec.pickup.lat, input.spec.pickup.lng, this.#cfg.indexRes),
+      cell,
     };
     this.#orders.set(orderId, entry);
     this.#recordOrder(orderId, entry, 'CREATED', input, input.createdAt);
@@ -535,15 +536,14 @@ export class Shard {
   }
 
   /**
-   * Riders free to take a new order within `radiusM`, looked up in the index
-   * ring by ring: this shard's available riders and, unless `ownOnly`, the
+   * Riders free to take a new order within `radiusM` of (lat, lng), in cell
+   * `origin`, looked up in the index ring by ring: this shard's available riders and, unless `ownOnly`, the
    * neighbours' mirrored ones (ghosts), which cover searchMaxK rings.
    */
-  #supply(lat: number, lng: number, radiusM: number, rings: number, ownOnly: boolean): Supply {
+  #supply(origin: Cell, lat: number, lng: number, radiusM: number, rings: number, ownOnly: boolean): Supply {
     let available = 0;
     let nearestM: number | null = null;
     if (this.#index.size === 0) return { available, nearestM };
-    const origin = cellOf(lat, lng, this.#cfg.indexRes);
     for (let k = 0; k <= rings; k++) {
       const ring = this.#geometry.ring(origin, k);
       for (let i = 0; i < ring.length; i++) {

@@ -1,8 +1,9 @@
 // Delivery pricing: surge from demand and supply, fee from distance, and how far a supply count must look.
 import t from 'tap';
 import { gridDistance, latLngToCell } from 'h3-js';
-import { DEFAULT_PRICING, deliveryFee, surgeFactor } from '../../engine/index.ts';
-import { priceDelivery, ringsWithin } from '../../engine/dispatch/index.ts';
+import { DEFAULT_PRICING, OrderIntake, VirtualClock, deliveryFee, surgeFactor } from '../../engine/index.ts';
+import type { PricingConfig } from '../../engine/index.ts';
+import { checkPricing, priceDelivery, ringsWithin } from '../../engine/dispatch/index.ts';
 import { edgeLengthM } from '../../engine/geo/index.ts';
 import { mulberry32 } from '../../bench/random.ts';
 
@@ -70,4 +71,23 @@ t.test('priceDelivery: surge, fee and ETA from counted demand and supply', async
   t.equal(none.surgeFactor, 1.75, 'three waiting, nobody free');
   t.equal(none.supply, 0);
   t.equal(none.etaSeconds, Math.round(600 + 2_600 / DEFAULT_PRICING.speedMps), 'no rider: ten minutes assumed');
+});
+
+t.test('checkPricing refuses settings that cannot price a delivery, naming them', async (t) => {
+  t.equal(checkPricing(DEFAULT_PRICING), DEFAULT_PRICING, 'the defaults pass');
+  const bad: Array<[Partial<PricingConfig>, RegExp]> = [
+    [{ speedMps: 0 }, /pricing\.speedMps must be a positive number/],
+    [{ detourFactor: Number.NaN }, /pricing\.detourFactor/],
+    [{ riderShare: 1.2 }, /pricing\.riderShare must be within 0\.\.1/],
+    [{ maxSurge: 0.5 }, /pricing\.maxSurge must be at least 1/],
+    [{ baseFeePaise: -1 }, /pricing\.baseFeePaise must be a non-negative number/],
+    [{ cellRes: 16 }, /pricing\.cellRes/],
+    [{ supplyRadiusM: 80_000 }, /pricing\.supplyRadiusM must be at most 50000/],
+  ];
+  for (const [over, msg] of bad) t.throws(() => checkPricing({ ...DEFAULT_PRICING, ...over }), msg, JSON.stringify(over));
+  t.throws(
+    () => new OrderIntake({ engine: null as never, catalog: null as never, payments: null as never, clock: new VirtualClock(0), pricing: { speedMps: -3 } }),
+    /pricing\.speedMps/,
+    'an intake will not start with them',
+  );
 });

@@ -105,6 +105,8 @@ export class Shard {
   #nextMatchAt = 0;
   #nextStatsFlushAt = 0;
   #out: ShardOutput = emptyOutput();
+  /** Views made in this batch, by order: a call's answer and its update are one object in the reply, cloned once. */
+  readonly #batchViews = new Map<OrderEntry, { of: unknown; seq: number; view: OrderView }>();
   readonly #counters = { offersMade: 0, matcherRuns: 0, handoffsOut: 0, handoffsIn: 0, eventsEmitted: 0 };
 
   constructor(id: number, cfg: EngineConfig) {
@@ -125,6 +127,7 @@ export class Shard {
     for (const req of batch.requests) results.push(this.#handle(req));
     const out = this.#out;
     this.#out = emptyOutput();
+    this.#batchViews.clear();
     return { results, out };
   }
 
@@ -297,7 +300,12 @@ export class Shard {
   }
 
   #orderView(entry: OrderEntry): OrderView {
-    return orderViewOf(entry.actor.getSnapshot(), entry.seq);
+    const snap = entry.actor.getSnapshot();
+    const last = this.#batchViews.get(entry);
+    if (last !== undefined && last.of === snap && last.seq === entry.seq) return last.view;
+    const view = orderViewOf(snap, entry.seq);
+    this.#batchViews.set(entry, { of: snap, seq: entry.seq, view });
+    return view;
   }
 
   /** Delivers an event to an order here, or asks the coordinator to route it. */

@@ -4,7 +4,8 @@
  * to the event store), against a no-op unary CreateOrder measured in the same
  * run, plus the latency percentiles of both.
  *
- * Under test, in this process: the engine (shards on worker threads) on
+ * Under test, in this process: the engine (shards on worker threads, as
+ * many as the node starts by default on this machine: cores less one) on
  * Postgres (a schema of its own, dropped afterwards; embedded PGlite on disk
  * if Postgres cannot be reached), SqlCatalog and RazorpayPayments on the same
  * database, OrderIntake, and the real startGrpcServer. Orders are COD, so
@@ -21,7 +22,7 @@
  * every mode, so the servers' event loop is not shared with the load.
  *
  *   npm run bench -- grpc-create [--duration 5] [--warmup 1] [--rounds 2] [--inflight 64] [--channels 4] [--clients 2]
- *                                [--shards 2] [--stores 16] [--products 8] [--prepaid 3] [--postgres URL]
+ *                                [--shards N] [--stores 16] [--products 8] [--prepaid 3] [--postgres URL]
  *   node --cpu-prof --cpu-prof-dir tmp/prof --import tsx bench/grpc-create.ts   (profiles the servers' process only)
  */
 import { fork, type ChildProcess } from 'node:child_process';
@@ -65,7 +66,7 @@ const { values: args } = parseArgs({
     inflight: { type: 'string', default: '64' },
     channels: { type: 'string', default: '4' },
     clients: { type: 'string', default: '2' },
-    shards: { type: 'string', default: '2' },
+    shards: { type: 'string' },
     stores: { type: 'string', default: '16' },
     products: { type: 'string', default: '8' },
     prepaid: { type: 'string', default: '3' },
@@ -283,7 +284,8 @@ async function main(cleanup: Array<() => Promise<unknown> | unknown>): Promise<v
   const INFLIGHT = Number(args.inflight);
   const CHANNELS = Number(args.channels);
   const CLIENTS = Number(args.clients);
-  const SHARDS = Number(args.shards);
+  // As bin/quickdash.ts sizes a node: a core for the coordinator (gRPC, intake, commits), the rest for shards.
+  const SHARDS = args.shards === undefined ? Math.max(1, availableParallelism() - 1) : Number(args.shards);
   const STORES = Number(args.stores);
   const PRODUCTS = Number(args.products);
   const PREPAID_MS = Number(args.prepaid) * 1000;

@@ -154,11 +154,10 @@ export class RazorpayPayments implements PaymentsPort {
   // ------------------------------------------------------------------ intents
 
   async #createIntent(orderId: string, amountPaise: number, currency: string): Promise<PaymentIntent> {
-    const log = this.#log.child({ orderId });
     const existing = await this.#db(() => this.ledger.intent(orderId));
     if (existing && existing.amountPaise === amountPaise && existing.currency === currency) return toIntent(existing);
     if (existing?.status === 'paid') {
-      log.warn({ recordedPaise: existing.amountPaise, askedPaise: amountPaise }, 'intent of a paid order asked with another amount');
+      this.#log.warn({ orderId, recordedPaise: existing.amountPaise, askedPaise: amountPaise }, 'intent of a paid order asked with another amount');
       throw new DispatchError('QD_ERR_IDEMPOTENCY_CONFLICT', { key: orderId, orderId });
     }
     const order: ProviderOrder = await this.#call('orders.create', () =>
@@ -169,12 +168,12 @@ export class RazorpayPayments implements PaymentsPort {
       ? await this.#db(() => this.ledger.replaceIntent(orderId, existing.providerOrderId, next))
       : await this.#db(() => this.ledger.insertIntent(next));
     if (saved) {
-      log.info({ providerOrderId: saved.providerOrderId, amountPaise, currency, replaced: existing?.providerOrderId ?? null }, 'payment intent opened');
+      this.#log.info({ orderId, providerOrderId: saved.providerOrderId, amountPaise, currency, replaced: existing?.providerOrderId ?? null }, 'payment intent opened');
       return toIntent(saved);
     }
     // Another node recorded an intent first; ours stays unpaid at Razorpay and expires there.
     const winner = await this.#db(() => this.ledger.intent(orderId));
-    log.info({ abandoned: order.id, providerOrderId: winner?.providerOrderId }, 'concurrent intent won');
+    this.#log.info({ orderId, abandoned: order.id, providerOrderId: winner?.providerOrderId }, 'concurrent intent won');
     if (winner && winner.amountPaise === amountPaise && winner.currency === currency) return toIntent(winner);
     throw new DispatchError('QD_ERR_IDEMPOTENCY_CONFLICT', { key: orderId, orderId });
   }

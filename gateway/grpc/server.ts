@@ -140,6 +140,8 @@ class CallContext {
 
   /** Made on first use: most calls log nothing at the configured level, and a child logger per call is not free. */
   get log(): Logger {
+    // A silent logger's children are silent too: no need to make one.
+    if (!this.#base.isLevelEnabled('fatal')) return this.#base;
     this.#log ??= this.#base.child(this.principal ? { requestId: this.requestId, method: this.method, caller: this.principal.sub } : { requestId: this.requestId, method: this.method });
     return this.#log;
   }

@@ -544,9 +544,10 @@ export class Shard {
   }
 
   /**
-   * Riders free to take a new order within `radiusM` of (lat, lng), in cell
-   * `origin`, looked up in the index ring by ring: this shard's available riders and, unless `ownOnly`, the
-   * neighbours' mirrored ones (ghosts), which cover searchMaxK rings.
+   * Riders free to take a new order within `radiusM` of (lat, lng), which
+   * lies in cell `origin`, looked up in the index ring by ring: this shard's
+   * available riders and, unless `ownOnly`, the neighbours' mirrored ones
+   * (ghosts), which reach searchMaxK rings.
    */
   #supply(origin: Cell, lat: number, lng: number, radiusM: number, rings: number, ownOnly: boolean): Supply {
     let available = 0;

@@ -142,7 +142,9 @@ class CallContext {
   get log(): Logger {
     // A silent logger's children are silent too: no need to make one.
     if (!this.#base.isLevelEnabled('fatal')) return this.#base;
-    this.#log ??= this.#base.child(this.principal ? { requestId: this.requestId, method: this.method, caller: this.principal.sub } : { requestId: this.requestId, method: this.method });
+    this.#log ??= this.#base.child(
+      this.principal ? { requestId: this.requestId, method: this.method, caller: this.principal.sub } : { requestId: this.requestId, method: this.method },
+    );
     return this.#log;
   }
 }

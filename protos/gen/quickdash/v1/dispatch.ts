@@ -241,7 +241,10 @@ export interface QuoteDeliveryResponse {
   cell: string;
   /** Orders waiting for a rider in that cell and its neighbours. */
   demand: number;
-  /** Available riders near the pickup. */
+  /**
+   * Riders free to take a new order (available, holding no offer) within the
+   * supply radius of the pickup (2 km by default).
+   */
   supply: number;
 }
 

@@ -112,6 +112,8 @@ for (const threads of [false, true]) {
       const within = free.map(([, at]) => haversineM(edge.a.lat, edge.a.lng, at.lat, at.lng)).filter((d) => d <= 2000);
       t.equal(within.length, 3, 'three free riders within 2 km of the pickup, two of them across the edge');
       const supply = await e.supplyNear(edge.a, 2000);
+      await t.rejects(e.supplyNear(edge.a, 0), { code: 'QD_ERR_INVALID_ARGUMENT', details: { field: 'radiusM' } }, 'radius checked');
+      await t.rejects(e.supplyNear({ lat: 91, lng: 0 }, 2000), { code: 'QD_ERR_INVALID_ARGUMENT', details: { field: 'at.lat' } }, 'position checked');
       t.equal(supply.available, within.length, `searchMaxK ${searchMaxK}: every free rider within the radius, on either side`);
       t.ok(Math.abs(supply.nearestM! - Math.min(...within)) < 0.01, 'and the nearest distance');
 

@@ -236,7 +236,7 @@ t.test("the node's sh -c command hands the node its arguments, with and without 
   chmodSync(join(dir, 'node'), 0o755);
   const argvOf = async (vars: Record<string, string>) => {
     const env = serviceEnv('quickdash', vars);
-    const p = launch('quickdash (stub node)', compose.services.quickdash!.command!.map((a) => resolve(a, vars)), { ...env, PATH: `${dir}:${process.env.PATH}` });
+    const p = launch('quickdash (a node stand-in that prints its arguments)', compose.services.quickdash!.command!.map((a) => resolve(a, vars)), { ...env, PATH: `${dir}:${process.env.PATH}` });
     const exit = await within(p.exited, 10_000);
     t.same(exit, { code: 0, signal: null }, 'the command ran');
     return p.output.join('').split('\n').slice(0, -1);

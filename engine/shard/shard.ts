@@ -685,13 +685,8 @@ export class Shard {
       lat = this.#fleet.lat(own.slot);
       lng = this.#fleet.lng(own.slot);
     } else {
-      for (const ghosts of this.#ghosts.values()) {
-        const g = ghosts.get(riderId);
-        if (g) {
-          ({ shiftEndsAt, lat, lng } = g);
-          break;
-        }
-      }
+      const g = this.#ghostOf(riderId);
+      if (g) ({ shiftEndsAt, lat, lng } = g);
     }
     if (shiftEndsAt === null) return true;
     const arrival = now + this.#router.travelTimeMs(lat, lng, pickup.lat, pickup.lng);
@@ -717,11 +712,8 @@ export class Shard {
       }
       return rider;
     }
-    for (const ghosts of this.#ghosts.values()) {
-      const g = ghosts.get(riderId);
-      if (g) return { riderId, lat: g.lat, lng: g.lng, idleSince: g.idleSince };
-    }
-    return null;
+    const g = this.#ghostOf(riderId);
+    return g ? { riderId, lat: g.lat, lng: g.lng, idleSince: g.idleSince } : null;
   }
 
   #offer(orderId: string, riderId: string): void {

@@ -21,12 +21,18 @@
  * The load comes from forked client processes running one client code for
  * every mode, so the servers' event loop is not shared with the load.
  *
+ * Every phase also reports where the machine's CPU went per call (/proc):
+ * the servers' main thread, the rest of this process (shard workers, GC),
+ * the clients and Postgres. On a small machine all of them share the cores,
+ * so the rate ratio is the machine-CPU ratio; `mainThreadCpuRatio` is what it
+ * would tend to where the coordinator thread alone saturates.
+ *
  *   npm run bench -- grpc-create [--duration 5] [--warmup 1] [--rounds 2] [--inflight 64] [--channels 4] [--clients 2]
  *                                [--shards N] [--stores 16] [--products 8] [--prepaid 3] [--postgres URL]
  *   node --cpu-prof --cpu-prof-dir tmp/prof --import tsx bench/grpc-create.ts   (profiles the servers' process only)
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -424,6 +430,8 @@ async function main(cleanup: Array<() => Promise<unknown> | unknown>): Promise<v
     serverMainElu: number;
     /** CPU of the whole machine (servers, shards, Postgres, load) per answered call, µs: steadier than rates on a noisy machine. */
     machineUsPerCall: number | null;
+    /** Where that CPU went, µs per answered call (null parts: no /proc). */
+    parts: CpuParts;
     clientCores: number[];
   }
   const totals = new Map<Mode, Phase[]>();
@@ -438,13 +446,20 @@ async function main(cleanup: Array<() => Promise<unknown> | unknown>): Promise<v
     let elu0 = performance.eventLoopUtilization();
     let wall0 = performance.now();
     let busy0 = machineBusyMs();
+    let main0 = threadCpuMs(process.pid);
+    let pg0 = postgresCpuMs();
     const mark = setTimeout(() => {
       cpu0 = process.cpuUsage();
       elu0 = performance.eventLoopUtilization();
       wall0 = performance.now();
       busy0 = machineBusyMs();
+      main0 = threadCpuMs(process.pid);
+      pg0 = postgresCpuMs();
     }, warmMs);
     let busyMs: number | null = null;
+    let mainMs: number | null = null;
+    let pgMs: number | null = null;
+    let serverMs = 0;
     let cores = 0;
     let elu = 0;
     let measured = false;
@@ -453,7 +468,12 @@ async function main(cleanup: Array<() => Promise<unknown> | unknown>): Promise<v
       measured = true;
       const b = machineBusyMs();
       busyMs = b === null || busy0 === null ? null : b - busy0;
+      const m = threadCpuMs(process.pid);
+      mainMs = m === null || main0 === null ? null : m - main0;
+      const g = postgresCpuMs();
+      pgMs = g === null || pg0 === null ? null : g - pg0;
       const c = process.cpuUsage(cpu0);
+      serverMs = (c.user + c.system) / 1000;
       cores = (c.user + c.system) / 1000 / (performance.now() - wall0);
       elu = performance.eventLoopUtilization(elu0).utilization;
     };
@@ -490,6 +510,7 @@ async function main(cleanup: Array<() => Promise<unknown> | unknown>): Promise<v
       serverCores: cores,
       serverMainElu: elu,
       machineUsPerCall: busyMs === null ? null : Math.round((busyMs * 1000) / Math.max(1, calls)),
+      parts: cpuParts({ calls, busyMs, mainMs, serverMs, pgMs, clientMs: parts.reduce((s, r) => s + r.clientCores * measureMs, 0) }),
       clientCores: parts.map((r) => +r.clientCores.toFixed(2)),
     };
     for (const r of parts) for (const k of r.ackedKeys) ackedKeys.push(k);
@@ -500,7 +521,8 @@ async function main(cleanup: Array<() => Promise<unknown> | unknown>): Promise<v
     totals.set(mode, [...(totals.get(mode) ?? []), p]);
     console.error(
       `  ${mode.padEnd(9)} ${Math.round(p.rate)}/s p50 ${percentile(p.latencies, 50).toFixed(2)} ms p99 ${percentile(p.latencies, 99).toFixed(2)} ms` +
-        `${p.machineUsPerCall === null ? '' : ` machine ${p.machineUsPerCall} µs/call`} errors ${p.errors} server ${p.serverCores.toFixed(2)} cores, main ELU ${p.serverMainElu.toFixed(2)}, clients ${p.clientCores.join('+')} cores`,
+        `${p.machineUsPerCall === null ? '' : ` machine ${p.machineUsPerCall} µs/call`} errors ${p.errors} server ${p.serverCores.toFixed(2)} cores, main ELU ${p.serverMainElu.toFixed(2)}, clients ${p.clientCores.join('+')} cores\n` +
+        `            µs/call: main thread ${p.parts.serverMain ?? '?'}, shards+GC ${p.parts.serverOther ?? '?'}, clients ${p.parts.clients}, Postgres ${p.parts.postgres ?? '?'}, other ${p.parts.other ?? '?'}`,
     );
   }
 
@@ -542,6 +564,7 @@ async function main(cleanup: Array<() => Promise<unknown> | unknown>): Promise<v
       serverCores: ps.map((p) => +p.serverCores.toFixed(2)),
       serverMainElu: ps.map((p) => +p.serverMainElu.toFixed(2)),
       machineUsPerCall: ps.map((p) => p.machineUsPerCall),
+      cpuParts: meanParts(ps.map((p) => p.parts)),
       clientCores: ps.map((p) => p.clientCores),
     };
   };
@@ -571,6 +594,9 @@ async function main(cleanup: Array<() => Promise<unknown> | unknown>): Promise<v
     ratioVsNoopAuth: +(cod.rate / baseAuth.rate).toFixed(3),
     machineCpuRatio: cpuRatio(base.machineUsPerCall, cod.machineUsPerCall),
     machineCpuRatioNote: 'machine CPU per no-op call over machine CPU per create, averaged over rounds: what the rate ratio tends to when both saturate the same cores; less noisy than rates',
+    mainThreadCpuRatio: partRatio(base.cpuParts.serverMain, cod.cpuParts.serverMain),
+    mainThreadCpuRatioNote:
+      'main-thread CPU per no-op call over main-thread CPU per create: the ratio where the load, Postgres and the shards have cores of their own and the coordinator thread (gRPC, intake, engine) is what saturates',
     prepaid: prepaid && { ...prepaid, note: 'prepaid creates: RazorpayPayments over HTTP to FakeRazorpay in another process, ledger in the same database' },
     payments: 'COD orders (the headline): payments are not on the create path',
     store: backend,
@@ -634,6 +660,79 @@ function machineBusyMs(): number | null {
   } catch {
     return null;
   }
+}
+
+/** Where the machine's CPU went during a phase, µs per answered call. */
+interface CpuParts {
+  /** The servers' main thread: gRPC, intake, the engine's coordinator, the adapters' client side. */
+  serverMain: number | null;
+  /** The rest of this process: shard workers, V8's GC and compiler threads, libuv's pool. */
+  serverOther: number | null;
+  /** The load-generating client processes. */
+  clients: number;
+  /** Every postgres process on the machine (the bench's backends, WAL writer, checkpointer). */
+  postgres: number | null;
+  /** Whatever else ran (the kernel's own threads, other programs). */
+  other: number | null;
+}
+
+function cpuParts(ms: { calls: number; busyMs: number | null; mainMs: number | null; serverMs: number; pgMs: number | null; clientMs: number }): CpuParts {
+  const per = (x: number | null) => (x === null ? null : Math.round((x * 1000) / Math.max(1, ms.calls)));
+  const known = ms.serverMs + ms.clientMs + (ms.pgMs ?? 0);
+  return {
+    serverMain: per(ms.mainMs),
+    serverOther: ms.mainMs === null ? null : per(Math.max(0, ms.serverMs - ms.mainMs)),
+    clients: per(ms.clientMs)!,
+    postgres: per(ms.pgMs),
+    other: ms.busyMs === null || ms.pgMs === null ? null : per(Math.max(0, ms.busyMs - known)),
+  };
+}
+
+function meanParts(ps: CpuParts[]): CpuParts {
+  const mean = (k: keyof CpuParts) => {
+    const xs = ps.map((p) => p[k]);
+    return xs.length > 0 && xs.every((x) => x !== null) ? Math.round((xs as number[]).reduce((a, b) => a + b, 0) / xs.length) : null;
+  };
+  return { serverMain: mean('serverMain'), serverOther: mean('serverOther'), clients: mean('clients') ?? 0, postgres: mean('postgres'), other: mean('other') };
+}
+
+function partRatio(noop: number | null, create: number | null): number | null {
+  return noop === null || create === null || create === 0 ? null : +(noop / create).toFixed(3);
+}
+
+/** CPU time of one thread of this process so far (ms), from /proc; null where there is none. */
+function threadCpuMs(tid: number): number | null {
+  try {
+    return ticksOf(readFileSync(`/proc/self/task/${tid}/stat`, 'utf8'));
+  } catch {
+    return null;
+  }
+}
+
+/** CPU time of every process named postgres so far (ms); null without /proc. Backends that exit in between are missed, so a phase keeps its pool. */
+function postgresCpuMs(): number | null {
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d));
+  } catch {
+    return null;
+  }
+  let ms = 0;
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      if (stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')) === 'postgres') ms += ticksOf(stat);
+    } catch {
+      // Gone between the listing and the read.
+    }
+  }
+  return ms;
+}
+
+/** utime + stime of a /proc stat line, in ms (USER_HZ is 100 for /proc). */
+function ticksOf(stat: string): number {
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) * 10;
 }
 
 /** Mean µs per no-op call over mean µs per create; null without /proc. */

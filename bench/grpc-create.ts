@@ -21,6 +21,9 @@
  * The load comes from forked client processes running one client code for
  * every mode, so the servers' event loop is not shared with the load.
  *
+ * A fourth phase places the same orders through OrderIntake.placeOrder in
+ * the servers' process, without gRPC, to show what the transport costs.
+ *
  * Every phase also reports where the machine's CPU went per call (/proc):
  * the servers' main thread, the rest of this process (shard workers, GC),
  * the clients and Postgres. On a small machine all of them share the cores,
@@ -83,7 +86,7 @@ const { values: args } = parseArgs({
   allowPositionals: true,
 });
 
-type Mode = 'cod' | 'prepaid' | 'noop' | 'noop-auth';
+type Mode = 'cod' | 'prepaid' | 'noop' | 'noop-auth' | 'intake';
 
 interface StoreSpot {
   storeId: string;
@@ -435,7 +438,45 @@ async function main(cleanup: Array<() => Promise<unknown> | unknown>): Promise<v
     clientCores: number[];
   }
   const totals = new Map<Mode, Phase[]>();
-  const ports: Record<Mode, number> = { cod: server.port, prepaid: server.port, noop: noop.port, 'noop-auth': noopAuth.port };
+  const ports: Record<Mode, number> = { cod: server.port, prepaid: server.port, noop: noop.port, 'noop-auth': noopAuth.port, intake: 0 };
+
+  /** The create without gRPC: `inflight` lanes calling OrderIntake.placeOrder in this process, as the gRPC handler does. */
+  async function loadIntake(spec: LoadSpec): Promise<LoadResult> {
+    const out: LoadResult = { measured: 0, seconds: spec.measureMs / 1000, latencies: [], errors: 0, errorSample: [], ackedKeys: [], replayed: 0, clientCores: 0 };
+    const from = performance.now() + spec.warmMs;
+    const to = from + spec.measureMs;
+    let n = 0;
+    const lane = async () => {
+      while (performance.now() < to) {
+        const key = `${spec.keyPrefix}-${n++}`;
+        const r = request(spec, key);
+        const t0 = performance.now();
+        try {
+          const placed = await intake.placeOrder({
+            caller: 'bench-orders-api',
+            idempotencyKey: key,
+            storeId: r.storeId,
+            customerId: r.customerId,
+            dropoff: r.dropoff!,
+            lines: r.lines,
+            payment: 'cod',
+          });
+          const t1 = performance.now();
+          if (t1 >= from && t1 <= to) {
+            out.measured++;
+            out.latencies.push(Math.round((t1 - t0) * 1000) / 1000);
+          }
+          out.ackedKeys.push(key);
+          if (placed.replayed) out.replayed++;
+        } catch (err) {
+          out.errors++;
+          if (out.errorSample.length < 5) out.errorSample.push(String(err));
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: spec.inflight }, lane));
+    return out;
+  }
 
   let phaseNo = 0;
   /** Runs `mode` from every client process at once; a phase with no measured window only warms up (its creates still count as acks). */
@@ -479,7 +520,9 @@ async function main(cleanup: Array<() => Promise<unknown> | unknown>): Promise<v
     };
     const end = setTimeout(measure, warmMs + measureMs);
     const parts = await Promise.all(
-      clients.map((c, i) =>
+      mode === 'intake'
+        ? [loadIntake({ mode, port: 0, token, warmMs, measureMs, inflight: INFLIGHT, channels: 0, keyPrefix: `${mode}-${phaseNo}`, stores, products })]
+        : clients.map((c, i) =>
         c.call<LoadResult>('load', {
           mode,
           port: ports[mode],
@@ -527,11 +570,11 @@ async function main(cleanup: Array<() => Promise<unknown> | unknown>): Promise<v
   }
 
   // Warm-up, unmeasured: JIT, connections and pools of every path before any window counts.
-  for (const m of ['noop', 'noop-auth', 'cod'] as const) await phase(m, WARM_MS, 0);
+  for (const m of ['noop', 'noop-auth', 'cod', 'intake'] as const) await phase(m, WARM_MS, 0);
   const perRound = DURATION_MS / ROUNDS;
   for (let r = 0; r < ROUNDS; r++) {
     // Alternate the order, so whatever drifts over the run (orders in memory, table size) weighs on both sides.
-    const order: Mode[] = r % 2 === 0 ? ['noop', 'noop-auth', 'cod'] : ['cod', 'noop-auth', 'noop'];
+    const order: Mode[] = r % 2 === 0 ? ['noop', 'noop-auth', 'cod', 'intake'] : ['intake', 'cod', 'noop-auth', 'noop'];
     for (const m of order) await phase(m, 200, perRound);
   }
   if (PREPAID_MS > 0) await phase('prepaid', Math.min(WARM_MS, 500), PREPAID_MS);
@@ -571,6 +614,7 @@ async function main(cleanup: Array<() => Promise<unknown> | unknown>): Promise<v
   const cod = merged('cod');
   const base = merged('noop');
   const baseAuth = merged('noop-auth');
+  const inProcess = merged('intake');
   const prepaid = PREPAID_MS > 0 ? merged('prepaid') : null;
   const ratio = cod.rate / base.rate;
   writeResult({
@@ -592,6 +636,12 @@ async function main(cleanup: Array<() => Promise<unknown> | unknown>): Promise<v
     noop: base,
     noopAuth: { ...baseAuth, note: 'the same no-op plus the bearer check the real server does (verifyToken + can service.call)' },
     ratioVsNoopAuth: +(cod.rate / baseAuth.rate).toFixed(3),
+    intake: {
+      ...inProcess,
+      note:
+        'the same COD creates through OrderIntake.placeOrder called in the servers\' process, same concurrency, no gRPC: what the intake, engine, ' +
+        'shard and adapters cost without the transport; the load\'s own cost (building requests) lands on the main thread',
+    },
     machineCpuRatio: cpuRatio(base.machineUsPerCall, cod.machineUsPerCall),
     machineCpuRatioNote: 'machine CPU per no-op call over machine CPU per create, averaged over rounds: what the rate ratio tends to when both saturate the same cores; less noisy than rates',
     mainThreadCpuRatio: partRatio(base.cpuParts.serverMain, cod.cpuParts.serverMain),

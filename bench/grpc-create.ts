@@ -523,20 +523,20 @@ async function main(cleanup: Array<() => Promise<unknown> | unknown>): Promise<v
       mode === 'intake'
         ? [loadIntake({ mode, port: 0, token, warmMs, measureMs, inflight: INFLIGHT, channels: 0, keyPrefix: `${mode}-${phaseNo}`, stores, products })]
         : clients.map((c, i) =>
-        c.call<LoadResult>('load', {
-          mode,
-          port: ports[mode],
-          token,
-          warmMs,
-          measureMs,
-          // Lanes and channels split evenly over the client processes.
-          inflight: Math.floor(INFLIGHT / CLIENTS) + (i < INFLIGHT % CLIENTS ? 1 : 0),
-          channels: Math.max(1, Math.floor(CHANNELS / CLIENTS) + (i < CHANNELS % CLIENTS ? 1 : 0)),
-          keyPrefix: `${mode}-${phaseNo}-${i}`,
-          stores,
-          products,
-        } satisfies LoadSpec),
-      ),
+            c.call<LoadResult>('load', {
+              mode,
+              port: ports[mode],
+              token,
+              warmMs,
+              measureMs,
+              // Lanes and channels split evenly over the client processes.
+              inflight: Math.floor(INFLIGHT / CLIENTS) + (i < INFLIGHT % CLIENTS ? 1 : 0),
+              channels: Math.max(1, Math.floor(CHANNELS / CLIENTS) + (i < CHANNELS % CLIENTS ? 1 : 0)),
+              keyPrefix: `${mode}-${phaseNo}-${i}`,
+              stores,
+              products,
+            } satisfies LoadSpec),
+          ),
     );
     clearTimeout(mark);
     clearTimeout(end);
